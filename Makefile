@@ -1,0 +1,34 @@
+# wsi-seg: set-up, tests and the demo.
+# TORCH pins a CPU build of PyTorch by default; override with e.g. `make TORCH=torch==2.14.1`.
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-all demo clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+demo: $(STAMP)
+	@echo "make demo: the end-to-end biopsy demo (synth -> tile -> train -> predict -> review)"
+	@echo "arrives with the tiling, training and prediction work; it is not available yet."
+	@exit 2
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

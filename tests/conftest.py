@@ -1,0 +1,30 @@
+"""Shared fixtures: where the read-only reference data and real slides live."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("WSI_SEG_SHARED_DIR", REPO.parent / "shared"))
+REFERENCE = Path(os.environ.get("WSI_SEG_REFERENCE_DIR", SHARED / "reference"))
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    """The ESPNet authors' weights and outputs (../shared/reference/espnet)."""
+    path = REFERENCE / "espnet"
+    if not path.is_dir():
+        pytest.skip(f"ESPNet reference data not found at {path} (set WSI_SEG_REFERENCE_DIR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_dir() -> Path:
+    """Real slides, H&E tiles and artefact images (../shared/real)."""
+    path = SHARED / "real"
+    if not path.is_dir():
+        pytest.skip(f"real slide data not found at {path} (set WSI_SEG_SHARED_DIR)")
+    return path

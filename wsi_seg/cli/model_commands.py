@@ -1,0 +1,3 @@
+"""Model commands: convert-weights, model-info."""
+
+COMMANDS: list = []
