@@ -1,0 +1,1 @@
+"""Datasets and the transforms that turn images into network inputs."""
