@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from wsi_seg.errors import CheckpointError, InputError
-from wsi_seg.models.registry import create_model, list_models
+from wsi_seg.models.registry import create_model, list_models, resolve_hparams
 
 FORMAT = "wsi-seg-checkpoint"
 FORMAT_VERSION = 1
@@ -60,7 +60,8 @@ def make_checkpoint(model_name: str, num_classes: int, hparams: Mapping[str, Any
     ckpt = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "model": {"name": model_name, "num_classes": int(num_classes), "hparams": dict(hparams)},
+        "model": {"name": model_name, "num_classes": int(num_classes),
+                  "hparams": resolve_hparams(model_name, **dict(hparams))},
         "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
         "classes": {"names": list(class_names), "colors": colors},
         "normalization": dict(normalization or IMAGENET_NORMALIZATION),
@@ -173,6 +174,22 @@ def load_matching(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> l
     return [k for k in own if k not in fitting and not k.endswith("num_batches_tracked")]
 
 
+def _plain_pickle_imports(path: Path) -> bool:
+    """Whether a plain (non-zip) pickle file names a global, i.e. would import code.
+
+    Scans the opcodes with :mod:`pickletools`, which reads and never executes."""
+    import pickletools
+
+    try:
+        with open(path, "rb") as fh:
+            for opcode, _, _ in pickletools.genops(fh):
+                if opcode.name in ("GLOBAL", "STACK_GLOBAL", "INST", "OBJ"):
+                    return True
+    except Exception:  # not a pickle stream at all
+        return False
+    return False
+
+
 def torch_load_safely(path: Path) -> Any:
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -183,11 +200,12 @@ def torch_load_safely(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
+        text = str(exc)
+        if "GLOBAL" in text or _plain_pickle_imports(path):
             raise CheckpointError(f"{path}: refused: the file needs pickled code to load, which wsi-seg never "
-                                  f"runs ({first})") from None
-        raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
+                                  f"runs") from None
+        reason = text.split("WeightsUnpickler error:")[-1].strip().splitlines()[0] if text.strip() else "unpickling"
+        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
