@@ -1,0 +1,143 @@
+"""Prediction commands: predict (slides -> label masks) and evaluate (mask vs truth)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from wsi_seg.errors import InputError, OutputError
+
+MASK_SUFFIXES = (".tif", ".tiff")
+
+
+def _positive(ctx, param, value):
+    if value is not None and value <= 0:
+        raise click.BadParameter("must be positive")
+    return value
+
+
+@click.command("predict")
+@click.argument("slides", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path),
+              help="mask.tif for one slide, or a folder for <stem>.mask.tif per slide.")
+@click.option("--model", "model_path", required=True, type=click.Path(path_type=Path),
+              help="A wsi-seg checkpoint (best.pt from training, or from convert-weights).")
+@click.option("--mpp", type=float, default=None, callback=_positive,
+              help="Microns per pixel the model runs at (default: the checkpoint's).")
+@click.option("--tile", type=click.IntRange(16, 8192), default=1024, show_default=True,
+              help="Tile size in pixels at the model's mpp.")
+@click.option("--overlap", type=click.IntRange(0, 4096), default=128, show_default=True,
+              help="Overlap between neighbouring tiles, in pixels at the model's mpp.")
+@click.option("--mask-mpp", type=float, default=None, callback=_positive,
+              help="Microns per pixel of the output mask (default: the slide's level 0).")
+@click.option("--slide-mpp", type=float, default=None, callback=_positive,
+              help="Microns per pixel of the slides' level 0, for slides without that metadata.")
+@click.option("--batch-size", type=click.IntRange(1, 512), default=4, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Threads reading tiles ahead of the model.")
+@click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
+@click.option("--probabilities", type=click.Path(path_type=Path), default=None,
+              help="Also keep float16 per-class probabilities at the model's mpp in this zarr folder "
+                   "(one slide only).")
+@click.option("--overwrite", is_flag=True, help="Redo slides whose mask already exists.")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+def predict_command(slides, output, model_path, mpp, tile, overlap, mask_mpp, slide_mpp, batch_size, workers, device,
+                    probabilities, overwrite, no_progress):
+    """Segment SLIDES into pyramidal label masks (TIFF, palette, mpp tags).
+
+    \b
+    Overlapping tiles of the tissue are run through the model and blended
+    without seams; non-tissue is class 0. Memory does not grow with the slide.
+    A folder in SLIDES means every slide in it.
+
+    \b
+    Examples:
+      wsi-seg predict slide.svs -o slide.mask.tif --model run/best.pt
+      wsi-seg predict slides/ -o masks/ --model run/best.pt --mask-mpp 2
+    """
+    from wsi_seg.inference.predictor import TorchPredictor
+    from wsi_seg.inference.slide import PredictOptions, predict_slide, predict_slides
+    from wsi_seg.tiling import discover_slides
+
+    paths = discover_slides(slides)
+    single_file = len(paths) == 1 and output.suffix.lower() in MASK_SUFFIXES
+    if probabilities is not None and not single_file:
+        raise click.UsageError("--probabilities needs one slide and a mask file as -o")
+    if single_file:
+        if output.is_dir():
+            raise OutputError(f"{output}: is a directory; give a file name or drop the .tif suffix")
+        if not output.parent.is_dir():
+            raise OutputError(f"{output}: folder {output.parent} does not exist")
+        if output.exists() and not overwrite:
+            raise OutputError(f"{output}: already exists (pass --overwrite to replace it)")
+        if probabilities is not None and probabilities.exists() and not overwrite:
+            raise OutputError(f"{probabilities}: already exists (pass --overwrite to replace it)")
+    else:
+        if output.exists() and not output.is_dir():
+            raise OutputError(f"{output}: exists and is not a folder (several slides need an output folder)")
+        if not output.parent.is_dir():
+            raise OutputError(f"{output}: folder {output.parent} does not exist")
+        output.mkdir(exist_ok=True)
+
+    options = PredictOptions(tile=tile, overlap=overlap, mpp=mpp, mask_mpp=mask_mpp, slide_mpp=slide_mpp,
+                             batch_size=batch_size, read_threads=workers, probabilities=probabilities,
+                             progress=not no_progress)
+    predictor = TorchPredictor.from_checkpoint(model_path, device=device)
+    options.validate(predictor)
+    if single_file:
+        res = predict_slide(paths[0], output, predictor, options)
+        click.echo(f"wrote {res.output} ({res.size[0]}x{res.size[1]} at {res.mask_mpp:g} um/px; "
+                   f"{res.tiles_run}/{res.tiles_total} tiles with tissue; {res.seconds:.1f} s)")
+        return
+    results = predict_slides(paths, output, predictor, options, overwrite=overwrite, report=click.echo)
+    click.echo(f"done: {len(results)} predicted, {len(paths) - len(results)} skipped")
+
+
+@click.command("evaluate")
+@click.option("--pred", "pred", required=True, type=click.Path(path_type=Path), help="Predicted label mask.")
+@click.option("--truth", "truth", required=True, type=click.Path(path_type=Path), help="Ground-truth label mask.")
+@click.option("--classes", default=None,
+              help="Comma-separated class names, or a checkpoint (.pt) whose classes to use "
+                   "(default: the 8 biopsy classes).")
+@click.option("--ignore-index", type=int, default=255, show_default=True,
+              help="Truth value of unlabelled pixels, skipped.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
+              help="Also write the metrics as JSON to this file.")
+def evaluate_command(pred, truth, classes, ignore_index, json_out):
+    """Per-class IoU, Dice, mIoU and pixel accuracy of PRED against TRUTH.
+
+    The masks may differ in resolution by a scale factor (same aspect ratio);
+    the confusion matrix is streamed in bands, so any slide size fits in memory.
+    """
+    from wsi_seg.evaluation import evaluate_masks, format_table
+
+    names = _class_names(classes)
+    result = evaluate_masks(pred, truth, names, ignore_index=ignore_index)
+    click.echo(format_table(result))
+    if json_out is not None:
+        if not json_out.parent.is_dir():
+            raise OutputError(f"{json_out}: folder {json_out.parent} does not exist")
+        tmp = json_out.with_name(f".{json_out.name}.tmp")
+        tmp.write_text(json.dumps(result.as_dict(), indent=2))
+        tmp.replace(json_out)
+        click.echo(f"wrote {json_out}")
+
+
+def _class_names(value: str | None) -> list[str]:
+    if value is None:
+        from wsi_seg.synth import BIOPSY_CLASSES
+
+        return [name for name, _ in BIOPSY_CLASSES]
+    if value.endswith(".pt"):
+        from wsi_seg.models.checkpoint import read_checkpoint
+
+        return list(read_checkpoint(Path(value))["classes"]["names"])
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if len(names) < 2:
+        raise InputError(f"--classes {value!r}: give at least two comma-separated names or a checkpoint")
+    return names
+
+
+COMMANDS = [predict_command, evaluate_command]

@@ -1,0 +1,264 @@
+"""Whole-slide prediction: tissue tiles through the model, stitched without seams
+into a pyramidal label TIFF, in memory that does not grow with the slide.
+
+The flow, for one slide:
+
+1. tissue detection on a thumbnail; tiles without tissue are never read or run;
+2. a tile grid at the model's mpp (``tile`` px, ``overlap`` px between
+   neighbours), read ahead by a thread pool while the model runs;
+3. the :class:`~wsi_seg.inference.stitcher.StreamingStitcher` blends the
+   overlapping probabilities and hands back finished label rows;
+4. those rows are masked by the tissue map (non-tissue = class 0), resampled
+   (nearest) to the output mpp (the slide's level 0 by default) and streamed
+   into :func:`~wsi_seg.io.tiff.write_pyramidal_tiff`, which writes to a temp
+   file and renames it when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from wsi_seg.errors import BatchError, InputError, OutputError, WsiSegError
+from wsi_seg.inference.stitcher import TileGrid
+from wsi_seg.inference.tiles import stitched_bands
+from wsi_seg.io.slide import Slide, open_slide
+from wsi_seg.io.tiff import write_pyramidal_tiff
+from wsi_seg.tissue import detect_tissue
+
+OUTPUT_BAND_ROWS = 512
+
+
+@dataclass
+class PredictOptions:
+    tile: int = 1024
+    overlap: int = 128
+    mpp: float | None = None          # model mpp; default the checkpoint's
+    mask_mpp: float | None = None     # output mpp; default the slide's level 0
+    slide_mpp: float | None = None    # supplies/overrides the slide's own mpp
+    batch_size: int = 4
+    read_threads: int = 2
+    prefetch: int = 8                 # tiles read ahead of the model
+    tissue_mpp: float = 8.0
+    probabilities: Path | None = None  # optional float16 per-class probabilities (zarr)
+    progress: bool = True
+
+    def validate(self, predictor) -> None:
+        """Refuse tile settings the model cannot run (before any slide is touched)."""
+        multiple = predictor.input_multiple
+        if self.tile <= 0 or self.tile % multiple:
+            raise InputError(f"--tile {self.tile}: must be a positive multiple of {multiple} for this model")
+        if not 0 <= self.overlap < self.tile // 2:
+            raise InputError(f"--overlap {self.overlap}: must be in [0, tile/2) = [0, {self.tile // 2})")
+
+
+@dataclass
+class SlidePrediction:
+    slide: Path
+    output: Path
+    size: tuple[int, int]       # output (width, height)
+    mask_mpp: float
+    model_mpp: float
+    tiles_total: int
+    tiles_run: int
+    seconds: float
+    class_pixels: list[int] = field(default_factory=list)
+
+
+def output_path_for(slide: Path, out_dir: Path) -> Path:
+    return out_dir / f"{slide.stem}.mask.tif"
+
+
+def _nearest_index(n_out: int, out_mpp: float, src_mpp: float, n_src: int) -> np.ndarray:
+    """For each output pixel, the source pixel whose area holds its centre."""
+    idx = np.floor((np.arange(n_out) + 0.5) * (out_mpp / src_mpp)).astype(np.int64)
+    return np.clip(idx, 0, n_src - 1)
+
+
+class _TileReader:
+    """Reads tiles ahead of use on a thread pool (OpenSlide releases the GIL)."""
+
+    def __init__(self, slide: Slide, scale: float, tile: int, mpp: float, threads: int, prefetch: int):
+        self.slide, self.scale, self.tile, self.mpp = slide, scale, tile, mpp
+        self.pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="wsi-seg-read")
+        self.prefetch = max(1, prefetch)
+
+    def read(self, y: int, x: int) -> np.ndarray:
+        return self.slide.read(int(round(x * self.scale)), int(round(y * self.scale)), self.tile, self.tile, self.mpp)
+
+    def iterate(self, positions: Sequence[tuple[int, int]]) -> Iterator[np.ndarray]:
+        pending: deque = deque()
+        it = iter(positions)
+        for pos in it:
+            pending.append(self.pool.submit(self.read, *pos))
+            if len(pending) >= self.prefetch:
+                break
+        for pos in it:
+            yield pending.popleft().result()
+            pending.append(self.pool.submit(self.read, *pos))
+        while pending:
+            yield pending.popleft().result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _ProbabilityStore:
+    """float16 per-class probabilities at the model mpp, written block by block
+    into a zarr array in a temporary folder that is renamed when complete."""
+
+    def __init__(self, path: Path, classes: int, width: int, height: int, chunk: int, attrs: dict):
+        import zarr
+
+        self.path = path
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        root = zarr.open_group(str(self.tmp), mode="w")
+        root.attrs.update(attrs)
+        self.array = root.create_array("probabilities", shape=(classes, height, width), dtype="float16",
+                                       chunks=(classes, chunk, chunk), fill_value=0)
+
+    def write(self, y: int, x: int, probs: np.ndarray) -> None:
+        self.array[:, y:y + probs.shape[1], x:x + probs.shape[2]] = probs.astype(np.float16)
+
+    def commit(self) -> None:
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def predict_slide(slide_path: str | os.PathLike, output: str | os.PathLike, predictor,
+                  options: PredictOptions | None = None) -> SlidePrediction:
+    """Predict one slide into a pyramidal label TIFF at ``output`` (atomic)."""
+    from tqdm import tqdm
+
+    opts = options or PredictOptions()
+    started = time.perf_counter()
+    slide_path, output = Path(slide_path), Path(output)
+    if not output.parent.is_dir():
+        raise OutputError(f"{output}: folder {output.parent} does not exist")
+    slide = open_slide(slide_path, mpp=opts.slide_mpp)
+    slide_mpp = slide.mpp
+    meta = predictor.meta
+    model_mpp = opts.mpp or meta.get("mpp")
+    if not model_mpp:
+        raise InputError(f"{slide_path}: the checkpoint records no mpp; pass --mpp")
+    opts.validate(predictor)
+    num_classes = predictor.num_classes
+    colors = np.asarray(meta["classes"]["colors"], np.uint8)
+
+    width0, height0 = slide.dimensions
+    mask_mpp = opts.mask_mpp or slide_mpp
+    out_w, out_h = (width0, height0) if opts.mask_mpp is None else slide.size_at(mask_mpp)
+    work_w, work_h = slide.size_at(model_mpp)
+    scale = model_mpp / slide_mpp  # level-0 pixels per model pixel
+    grid = TileGrid(work_w, work_h, opts.tile, opts.overlap)
+
+    tissue = detect_tissue(slide, mpp=opts.tissue_mpp)
+    positions = [(int(y), int(x)) for y in grid.ys for x in grid.xs]
+    boxes0 = np.array([[x * scale, y * scale, opts.tile * scale, opts.tile * scale] for y, x in positions])
+    has_tissue = tissue.fractions(boxes0, slide_mpp) > 0 if positions else np.zeros(0, bool)
+    run_positions = [p for p, keep in zip(positions, has_tissue) if keep]
+
+    probs_store = None
+    if opts.probabilities is not None:
+        probs_store = _ProbabilityStore(Path(opts.probabilities), num_classes, work_w, work_h, grid.stride,
+                                        {"source": str(slide_path), "mpp": model_mpp,
+                                         "classes": list(meta["classes"]["names"])})
+    reader = _TileReader(slide, scale, opts.tile, model_mpp, opts.read_threads, opts.prefetch)
+    counts = np.zeros(num_classes, np.int64)
+    bar = tqdm(total=len(positions), desc=slide_path.name, unit="tile", disable=not opts.progress, leave=False)
+
+    out_cols = _nearest_index(out_w, mask_mpp, model_mpp, work_w)
+    tissue_h, tissue_w = tissue.mask.shape
+    tissue_cols = _nearest_index(out_w, mask_mpp, tissue.mpp, tissue_w)
+
+    def output_bands() -> Iterator[np.ndarray]:
+        next_row = 0            # next output row to produce
+        work_row0 = 0           # first work row of the current band
+        pending: list[np.ndarray] = []
+        pending_rows = 0
+        src_rows_all = _nearest_index(out_h, mask_mpp, model_mpp, work_h)
+        tissue_rows_all = _nearest_index(out_h, mask_mpp, tissue.mpp, tissue_h)
+        bands = stitched_bands(grid, has_tissue, reader.iterate(run_positions), predictor, opts.batch_size,
+                               on_tile=lambda: bar.update(1),
+                               on_probabilities=probs_store.write if probs_store else None)
+        for band in bands:
+            work_row1 = work_row0 + band.shape[0]
+            stop = next_row
+            while stop < out_h and src_rows_all[stop] < work_row1:
+                stop += 1
+            if stop > next_row:
+                rows = band[src_rows_all[next_row:stop] - work_row0][:, out_cols]
+                in_tissue = tissue.mask[tissue_rows_all[next_row:stop]][:, tissue_cols]
+                rows[~in_tissue] = 0
+                counts[:] += np.bincount(rows.ravel(), minlength=num_classes)[:num_classes]
+                pending.append(rows)
+                pending_rows += rows.shape[0]
+                next_row = stop
+            work_row0 = work_row1
+            while pending_rows >= OUTPUT_BAND_ROWS:
+                merged = np.concatenate(pending, 0)
+                yield merged[:OUTPUT_BAND_ROWS]
+                rest = merged[OUTPUT_BAND_ROWS:]
+                pending, pending_rows = ([rest] if len(rest) else []), len(rest)
+        if pending_rows:
+            yield np.concatenate(pending, 0)
+        if next_row != out_h:
+            raise WsiSegError(f"{slide_path}: internal stitching error ({next_row} of {out_h} rows)")
+
+    try:
+        write_pyramidal_tiff(output, width=out_w, height=out_h, bands=output_bands(),
+                             band_height=OUTPUT_BAND_ROWS, mpp=mask_mpp, colormap=colors,
+                             description=f"wsi-seg label mask of {slide_path.name}; classes: "
+                                         + ", ".join(meta["classes"]["names"]))
+        if probs_store is not None:
+            probs_store.commit()
+    except BaseException:
+        if probs_store is not None:
+            probs_store.discard()
+        raise
+    finally:
+        reader.close()
+        bar.close()
+    return SlidePrediction(slide_path, output, (out_w, out_h), mask_mpp, model_mpp, len(positions),
+                           len(run_positions), time.perf_counter() - started, counts.tolist())
+
+
+def predict_slides(slides: Sequence[Path], out_dir: Path, predictor, options: PredictOptions | None = None, *,
+                   overwrite: bool = False, report: Callable[[str], None] = print) -> list[SlidePrediction]:
+    """Predict many slides into ``out_dir/<stem>.mask.tif``: finished outputs are
+    skipped unless ``overwrite``; a bad slide is reported and the rest go on
+    (:class:`BatchError` at the end)."""
+    results, failures = [], []
+    for path in slides:
+        out = output_path_for(path, out_dir)
+        if out.exists() and not overwrite:
+            report(f"skip {path.name}: {out} exists (pass --overwrite to redo)")
+            continue
+        try:
+            res = predict_slide(path, out, predictor, options)
+        except WsiSegError as exc:
+            reason = str(exc)
+            for prefix in (f"{path.absolute()}: ", f"{path}: "):
+                reason = reason.removeprefix(prefix)
+            failures.append((str(path), reason))
+            continue
+        results.append(res)
+        report(f"wrote {res.output} ({res.size[0]}x{res.size[1]} at {res.mask_mpp:g} um/px; "
+               f"{res.tiles_run}/{res.tiles_total} tiles with tissue; {res.seconds:.1f} s)")
+    if failures:
+        raise BatchError(failures, total=len(slides))
+    return results
+
