@@ -74,6 +74,11 @@ class SlidePrediction:
     class_pixels: list[int] = field(default_factory=list)
 
 
+def _ascii(text: str) -> str:
+    """TIFF strings are 7-bit ASCII: escape anything else."""
+    return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
 def output_path_for(slide: Path, out_dir: Path) -> Path:
     return out_dir / f"{slide.stem}.mask.tif"
 
@@ -221,8 +226,8 @@ def predict_slide(slide_path: str | os.PathLike, output: str | os.PathLike, pred
     try:
         write_pyramidal_tiff(output, width=out_w, height=out_h, bands=output_bands(),
                              band_height=OUTPUT_BAND_ROWS, mpp=mask_mpp, colormap=colors,
-                             description=f"wsi-seg label mask of {slide_path.name}; classes: "
-                                         + ", ".join(meta["classes"]["names"]))
+                             description=_ascii(f"wsi-seg label mask of {slide_path.name}; classes: "
+                                                + ", ".join(meta["classes"]["names"])))
         if probs_store is not None:
             probs_store.commit()
     except BaseException:
