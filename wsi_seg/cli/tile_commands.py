@@ -1,0 +1,82 @@
+"""``wsi-seg tile``: tissue patches of slides into a zarr patch store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from wsi_seg.errors import BatchError, ConfigError
+
+
+def _class_names(value: str | None) -> tuple[str, ...] | None:
+    """Class names from a YAML file (a list, or ``classes:`` holding names or
+    ``{name: ...}`` mappings) or from comma-separated names; ``None`` keeps the default."""
+    if value is None:
+        return None
+    path = Path(value)
+    if path.suffix.lower() in (".yaml", ".yml") or path.is_file():
+        import yaml
+
+        try:
+            document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read the class list ({exc})") from None
+        if isinstance(document, dict):
+            document = document.get("classes")
+        if not isinstance(document, list) or not document:
+            raise ConfigError(f"{path}: expected a list of class names (or 'classes:' holding one)")
+        names = []
+        for entry in document:
+            name = entry.get("name") if isinstance(entry, dict) else entry
+            if not isinstance(name, str) or not name.strip():
+                raise ConfigError(f"{path}: class entry {entry!r} has no name")
+            names.append(name.strip())
+        return tuple(names)
+    names = tuple(name.strip() for name in value.split(",") if name.strip())
+    if not names:
+        raise ConfigError(f"--classes {value!r}: no class names")
+    return names
+
+
+@click.command("tile")
+@click.argument("slides", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", "store", required=True, type=click.Path(path_type=Path),
+              help="Patch store to write (a .zarr folder).")
+@click.option("--masks", "masks_dir", type=click.Path(path_type=Path),
+              help="Folder of labels: <stem>.mask.tif, <stem>.png/.tif or QuPath <stem>.geojson.")
+@click.option("--classes", help="Class list: a YAML file or comma-separated names (default: the 8 biopsy classes).")
+@click.option("--mpp", type=float, default=1.0, show_default=True, help="Patch resolution, microns per pixel.")
+@click.option("--patch", type=int, default=512, show_default=True, help="Patch size in pixels at --mpp.")
+@click.option("--stride", type=int, default=None, help="Grid step in pixels at --mpp [default: --patch].")
+@click.option("--min-tissue", type=float, default=0.5, show_default=True,
+              help="Smallest tissue fraction of a kept patch.")
+@click.option("--slide-mpp", type=float, default=None, help="Level-0 microns per pixel of slides that lack it.")
+@click.option("--scheduler", default=None, help="dask.distributed scheduler address [default: local threads].")
+@click.option("--workers", type=int, default=None, help="Local worker threads [default: one per core].")
+@click.option("--overwrite", is_flag=True, help="Rebuild groups that are already complete.")
+@click.option("--codec", default=None, help="Image codec: zstd[:LEVEL], blosc-lz4, none, jpeg[:Q], webp[:Q], jpegxl[:Q].")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def tile(slides, store, masks_dir, classes, mpp, patch, stride, min_tissue, slide_mpp, scheduler, workers,
+         overwrite, codec, quiet):
+    """Write the tissue patches of SLIDES (files or folders) into a zarr patch store.
+
+    A rerun skips finished slides and rebuilds interrupted ones.
+    """
+    from wsi_seg.io.store import DEFAULT_CODEC
+    from wsi_seg.tiling import tile_slides
+
+    summary = tile_slides(
+        slides, store, masks_dir=masks_dir, class_names=_class_names(classes), mpp=mpp, patch=patch,
+        stride=stride, min_tissue=min_tissue, slide_mpp=slide_mpp, scheduler=scheduler, workers=workers,
+        overwrite=overwrite, codec=codec or DEFAULT_CODEC, progress=not quiet,
+    )
+    click.echo(
+        f"{store}: {len(summary.done)} slide(s) tiled, {len(summary.skipped)} skipped (complete), "
+        f"{len(summary.failed)} failed; {summary.patches_written} patches written"
+    )
+    if summary.failed:
+        raise BatchError(summary.failed, summary.total)
+
+
+COMMANDS = [tile]
