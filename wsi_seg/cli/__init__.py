@@ -69,8 +69,14 @@ def main(debug: bool) -> None:
 
 def _register() -> None:
     from wsi_seg.cli import model_commands
+    from wsi_seg.cli import synth_commands
+    from wsi_seg.cli import tile_commands
+    from wsi_seg.cli import slide_commands
+    from wsi_seg.cli import train_commands
+    from wsi_seg.cli import predict_commands
 
-    for module in (model_commands,):
+    for module in (model_commands, tile_commands, slide_commands, synth_commands, train_commands,
+                   predict_commands):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -29,48 +29,38 @@ def _strip_module_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, to
     return dict(state_dict)
 
 
-def _esp_block_rules(author: str, ours: str) -> list[tuple[str, str]]:
-    """Rules for one authors' ESP / strided ESP block at prefix ``author``."""
-    a = re.escape(author)
+# An ESP block once its prefix has been renamed: encoder down-samplers and stage blocks,
+# and the decoder's merge block.
+_ESP_BLOCK = r"((?:encoder\.)?(?:down\d|stage\d\.\d+)|merge)"
+
+
+def _esp_block_rules() -> list[tuple[str, str]]:
+    """Inside an ESP block: reduce conv, branches, and the final BN + PReLU (a BR
+    wrapper ``bn.bn``/``bn.act`` in ESP modules, bare ``bn``/``act`` in down-samplers)."""
     rules = [
-        (rf"^{a}\.c1\.conv\.", f"{ours}.reduce."),
-        (rf"^{a}\.bn\.bn\.", f"{ours}.norm."),
-        (rf"^{a}\.bn\.act\.", f"{ours}.act."),
-        (rf"^{a}\.bn\.", f"{ours}.norm."),
-        (rf"^{a}\.act\.", f"{ours}.act."),
+        (rf"^{_ESP_BLOCK}\.c1\.conv\.", r"\1.reduce."),
+        (rf"^{_ESP_BLOCK}\.bn\.bn\.", r"\1.norm."),
+        (rf"^{_ESP_BLOCK}\.bn\.act\.", r"\1.act."),
+        (rf"^{_ESP_BLOCK}\.bn\.", r"\1.norm."),
     ]
     for name, index in _ESP_BRANCH.items():
-        rules.append((rf"^{a}\.{name}\.conv\.", f"{ours}.branches.{index}."))
+        rules.append((rf"^{_ESP_BLOCK}\.{name}\.conv\.", rf"\1.branches.{index}."))
     return rules
 
 
 def _espnet_encoder_rules(prefix: str) -> list[tuple[str, str]]:
     p = re.escape(prefix)
-    rules = [
+    return [
         (rf"^{p}level1\.", f"{prefix}stem."),
         (rf"^{p}b1\.", f"{prefix}fuse1."),
         (rf"^{p}b2\.", f"{prefix}fuse2."),
         (rf"^{p}b3\.", f"{prefix}fuse3."),
         (rf"^{p}classifier\.conv\.", f"{prefix}classifier."),
+        (rf"^{p}level2_0\.", f"{prefix}down2."),
+        (rf"^{p}level3_0\.", f"{prefix}down3."),
+        (rf"^{p}level2\.(\d+)\.", rf"{prefix}stage2.\1."),
+        (rf"^{p}level3\.(\d+)\.", rf"{prefix}stage3.\1."),
     ]
-    rules += _esp_block_rules(f"{prefix}level2_0", f"{prefix}down2")
-    rules += _esp_block_rules(f"{prefix}level3_0", f"{prefix}down3")
-    rules += [(rf"^{p}level2\.(\d+)\.", rf"{prefix}stage2.\1.")]
-    rules += [(rf"^{p}level3\.(\d+)\.", rf"{prefix}stage3.\1.")]
-    # ESP blocks inside the stages, now under our stage names
-    rules += _esp_block_rules_regex(rf"{prefix}stage[23]\.\d+")
-    return rules
-
-
-def _esp_block_rules_regex(block: str) -> list[tuple[str, str]]:
-    rules = [
-        (rf"^({block})\.c1\.conv\.", r"\1.reduce."),
-        (rf"^({block})\.bn\.bn\.", r"\1.norm."),
-        (rf"^({block})\.bn\.act\.", r"\1.act."),
-    ]
-    for name, index in _ESP_BRANCH.items():
-        rules.append((rf"^({block})\.{name}\.conv\.", rf"\1.branches.{index}."))
-    return rules
 
 
 _ESPNET_DECODER_RULES = [
@@ -79,17 +69,19 @@ _ESPNET_DECODER_RULES = [
     (r"^conv\.", "level1_fuse."),
     (r"^up_l3\.0\.", "up3."),
     (r"^combine_l2_l3\.0\.", "merge_norm."),
+    (r"^combine_l2_l3\.1\.", "merge."),
     (r"^up_l2\.0\.", "up2."),
     (r"^up_l2\.1\.", "up2_norm."),
     (r"^classifier\.", "head."),
-] + _esp_block_rules("combine_l2_l3.1", "merge")
+]
 
 
 def espnet_checkpoint_filter(state_dict: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
     """Map an authors' ESPNet (``encoder.*`` keys) or ESPNet-C (bare keys) state_dict."""
     state_dict = _strip_module_prefix(state_dict)
     is_decoder = any(k.startswith("encoder.") for k in state_dict)
-    rules = _espnet_encoder_rules("encoder.") + _ESPNET_DECODER_RULES if is_decoder else _espnet_encoder_rules("")
+    prefix_rules = _espnet_encoder_rules("encoder.") + _ESPNET_DECODER_RULES if is_decoder else _espnet_encoder_rules("")
+    rules = prefix_rules + _esp_block_rules()
     return OrderedDict((_rename(k, rules), v) for k, v in state_dict.items())
 
 
