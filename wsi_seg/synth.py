@@ -33,6 +33,7 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from wsi_seg.errors import InputError, OutputError
+from wsi_seg.prefetch import ordered_map
 from wsi_seg.io.tiff import write_aperio_svs, write_pyramidal_tiff
 
 __all__ = ["BIOPSY_CLASSES", "LAYOUT_UM", "synthesize", "synthesize_slide"]
@@ -52,6 +53,7 @@ BACKGROUND, BENIGN, MALIGNANT, STROMA, DESMOPLASTIC, SECRETION, BLOOD, NECROSIS 
 
 LAYOUT_UM = 4.0  # microns per layout cell
 _BAND_PX = 128  # rendering band height (level-0 rows)
+_THREADS = 2  # bands rendered in parallel (numpy releases the GIL)
 _TEX = 512  # periodic texture size (px)
 
 # stain optical-density vectors (R, G, B) per unit amount
@@ -684,7 +686,7 @@ def synthesize_slide(
             mask_path,
             width=width,
             height=height,
-            bands=(renderer.labels(y0, y1) for y0, y1 in rows),
+            bands=ordered_map(lambda r: renderer.labels(*r), rows, threads=_THREADS, ahead=2 * _THREADS),
             band_height=_BAND_PX,
             mpp=mpp,
             colormap=colours,
@@ -694,7 +696,7 @@ def synthesize_slide(
             slide_path,
             width=width,
             height=height,
-            bands=(renderer.rgb(y0, y1) for y0, y1 in bar),
+            bands=ordered_map(lambda r: renderer.rgb(*r), bar, threads=_THREADS, ahead=2 * _THREADS),
             band_height=_BAND_PX,
             mpp=mpp,
             app_mag=round(10 / mpp) if mpp <= 1 else 10 / mpp,

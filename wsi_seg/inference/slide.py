@@ -20,8 +20,6 @@ import os
 import shutil
 import tempfile
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -33,6 +31,7 @@ from wsi_seg.inference.stitcher import TileGrid
 from wsi_seg.inference.tiles import stitched_bands
 from wsi_seg.io.slide import Slide, open_slide
 from wsi_seg.io.tiff import write_pyramidal_tiff
+from wsi_seg.prefetch import ordered_map
 from wsi_seg.tissue import detect_tissue
 
 OUTPUT_BAND_ROWS = 512
@@ -87,34 +86,6 @@ def _nearest_index(n_out: int, out_mpp: float, src_mpp: float, n_src: int) -> np
     """For each output pixel, the source pixel whose area holds its centre."""
     idx = np.floor((np.arange(n_out) + 0.5) * (out_mpp / src_mpp)).astype(np.int64)
     return np.clip(idx, 0, n_src - 1)
-
-
-class _TileReader:
-    """Reads tiles ahead of use on a thread pool (OpenSlide releases the GIL)."""
-
-    def __init__(self, slide: Slide, scale: float, tile: int, mpp: float, threads: int, prefetch: int):
-        self.slide, self.scale, self.tile, self.mpp = slide, scale, tile, mpp
-        self.pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="wsi-seg-read")
-        self.prefetch = max(1, prefetch)
-
-    def read(self, y: int, x: int) -> np.ndarray:
-        return self.slide.read(int(round(x * self.scale)), int(round(y * self.scale)), self.tile, self.tile, self.mpp)
-
-    def iterate(self, positions: Sequence[tuple[int, int]]) -> Iterator[np.ndarray]:
-        pending: deque = deque()
-        it = iter(positions)
-        for pos in it:
-            pending.append(self.pool.submit(self.read, *pos))
-            if len(pending) >= self.prefetch:
-                break
-        for pos in it:
-            yield pending.popleft().result()
-            pending.append(self.pool.submit(self.read, *pos))
-        while pending:
-            yield pending.popleft().result()
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _ProbabilityStore:
@@ -181,7 +152,12 @@ def predict_slide(slide_path: str | os.PathLike, output: str | os.PathLike, pred
         probs_store = _ProbabilityStore(Path(opts.probabilities), num_classes, work_w, work_h, grid.stride,
                                         {"source": str(slide_path), "mpp": model_mpp,
                                          "classes": list(meta["classes"]["names"])})
-    reader = _TileReader(slide, scale, opts.tile, model_mpp, opts.read_threads, opts.prefetch)
+
+    def read_tile(position: tuple[int, int]) -> np.ndarray:
+        y, x = position
+        return slide.read(int(round(x * scale)), int(round(y * scale)), opts.tile, opts.tile, model_mpp)
+
+    tile_images = ordered_map(read_tile, run_positions, threads=opts.read_threads, ahead=opts.prefetch)
     counts = np.zeros(num_classes, np.int64)
     bar = tqdm(total=len(positions), desc=slide_path.name, unit="tile", disable=not opts.progress, leave=False)
 
@@ -196,7 +172,7 @@ def predict_slide(slide_path: str | os.PathLike, output: str | os.PathLike, pred
         pending_rows = 0
         src_rows_all = _nearest_index(out_h, mask_mpp, model_mpp, work_h)
         tissue_rows_all = _nearest_index(out_h, mask_mpp, tissue.mpp, tissue_h)
-        bands = stitched_bands(grid, has_tissue, reader.iterate(run_positions), predictor, opts.batch_size,
+        bands = stitched_bands(grid, has_tissue, tile_images, predictor, opts.batch_size,
                                on_tile=lambda: bar.update(1),
                                on_probabilities=probs_store.write if probs_store else None)
         for band in bands:
@@ -235,7 +211,7 @@ def predict_slide(slide_path: str | os.PathLike, output: str | os.PathLike, pred
             probs_store.discard()
         raise
     finally:
-        reader.close()
+        tile_images.close()
         bar.close()
     return SlidePrediction(slide_path, output, (out_w, out_h), mask_mpp, model_mpp, len(positions),
                            len(run_positions), time.perf_counter() - started, counts.tolist())
