@@ -1,0 +1,183 @@
+"""Training quality in a time budget, and the cost of the data pipeline.
+
+    python benchmarks/train.py [--minutes 10] [--size 4096x3072] [--mpp 2.0] [--patch 128]
+                               [--batch 8] [--threads 1] [--lr 2e-3] [--epochs 100,100] [--work DIR]
+
+1. Writes 3 synthetic biopsies (``--size`` at mpp 0.5, seeds 100-102) and tiles them
+   at ``--mpp`` into ``--patch`` px patches with labels.
+2. Data-pipeline ratio: the same training steps (ESPNet, batch ``--batch``) fed
+   (a) by the training DataLoader (zarr reads + augmentation, in the loop) and
+   (b) from batches already in memory; prints patches/s of each and a / b.
+3. Trains the two-stage recipe (configs/biopsy.yaml with the epochs bounded by
+   ``--minutes``) on slides synth_000 and synth_001, with synth_002 held out as
+   the validation slide; prints the mIoU curve (metrics.csv) and the held-out
+   per-class IoU of best.pt (selected on that slide, so optimistic) and of the
+   final epoch's last.pt.
+
+Nothing is asserted; the numbers are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wsi_seg.config import load_train_config
+from wsi_seg.data.augment import Augmenter
+from wsi_seg.data.patches import PatchDataset
+from wsi_seg.engine.losses import downsample_labels, segmentation_loss
+from wsi_seg.engine.metrics import ConfusionMatrix
+from wsi_seg.engine.train import EpochSampler, train
+from wsi_seg.models import create_model
+from wsi_seg.models.checkpoint import IMAGENET_NORMALIZATION, load_checkpoint
+from wsi_seg.synth import synthesize_slide
+from wsi_seg.tiling import tile_slides
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_store(work: Path, size: tuple[int, int], mpp: float, patch: int) -> Path:
+    store = work / f"patches-{mpp}-{patch}.zarr"
+    for i in range(3):
+        synthesize_slide(work / "slides", f"synth_{i:03d}", width=size[0], height=size[1], mpp=0.5, seed=100 + i)
+    tile_slides([work / "slides"], store, masks_dir=work / "slides", mpp=mpp, patch=patch, min_tissue=0.2,
+                progress=False)
+    return store
+
+
+def pipeline_ratio(store: Path, batch: int, steps: int) -> None:
+    config = load_train_config(REPO / "configs" / "biopsy.yaml", store=store)
+    ds = PatchDataset(store, ["synth_000", "synth_001"], normalization=IMAGENET_NORMALIZATION,
+                      transform=Augmenter(config.augment, config.data.crop or ds_patch(store)))
+    sampler = EpochSampler(len(ds), shuffle=True, seed=0)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=0)
+    model = create_model("espnet", len(config.classes))
+    opt = torch.optim.Adam(model.parameters(), lr=5e-4)
+    loss_fn = segmentation_loss(None)
+
+    def step(images, labels):
+        loss = loss_fn(model(images), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def batches():
+        epoch = 0
+        while True:
+            sampler.set_epoch(0, epoch)
+            yield from loader
+            epoch += 1
+
+    source = batches()
+    memory = [next(source) for _ in range(steps)]
+    for images, labels in memory[:2]:  # warm-up of the kernels for this shape
+        step(images, labels)
+    results = {}
+    for rnd in range(2):  # alternate the two feeds to share the machine's load fairly
+        for name in ("zarr + augment", "in memory"):
+            started = time.perf_counter()
+            for i in range(steps):
+                images, labels = next(source) if name == "zarr + augment" else memory[i]
+                step(images, labels)
+            results.setdefault(name, []).append(steps * batch / (time.perf_counter() - started))
+    real, mem = np.mean(results["zarr + augment"]), np.mean(results["in memory"])
+    print(f"data pipeline ({steps} steps x 2 rounds, batch {batch}, ESPNet, threads {torch.get_num_threads()}):")
+    print(f"  zarr reads + augmentation in the loop: {real:6.1f} patches/s")
+    print(f"  batches already in memory:             {mem:6.1f} patches/s")
+    print(f"  ratio: {real / mem:.3f}")
+
+
+def ds_patch(store: Path) -> int:
+    from wsi_seg.data.patches import describe_store
+
+    return describe_store(store).patch
+
+
+def evaluate(checkpoint: Path, store: Path, names: list[str]) -> ConfusionMatrix:
+    model, meta = load_checkpoint(checkpoint)
+    ds = PatchDataset(store, ["synth_002"], normalization=meta["normalization"])
+    cm = ConfusionMatrix(len(names))
+    with torch.no_grad():
+        for start in range(0, len(ds), 16):
+            items = [ds[i] for i in range(start, min(start + 16, len(ds)))]
+            images = torch.stack([x for x, _ in items])
+            labels = torch.stack([y for _, y in items])
+            logits = model(images)
+            if logits.shape[-1] != labels.shape[-1]:
+                logits = torch.nn.functional.interpolate(logits, size=labels.shape[-2:], mode="bilinear")
+            cm.update(logits.argmax(1), labels)
+    return cm
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--size", default="4096x3072")
+    parser.add_argument("--mpp", type=float, default=2.0)
+    parser.add_argument("--patch", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--epochs", default=None,
+                        help="epochs of stage 1 and 2, e.g. 30,90 (the time budget is split in this ratio)")
+    parser.add_argument("--lr-step", type=int, default=None, help="halve the lr every this many epochs")
+    parser.add_argument("--ratio-steps", type=int, default=10)
+    parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--work", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    work = args.work or Path(tempfile.mkdtemp(prefix="wsi-seg-train-bench-"))
+    size = tuple(int(v) for v in args.size.lower().split("x"))
+    started = time.perf_counter()
+    store = make_store(work, size, args.mpp, args.patch)
+    counts = {g: len(PatchDataset(store, [g], normalization=IMAGENET_NORMALIZATION))
+              for g in ("synth_000", "synth_001", "synth_002")}
+    print(f"store: 3 slides {args.size} px at mpp 0.5, tiled at mpp {args.mpp} into {args.patch} px patches "
+          f"(min tissue 0.2): {counts} patches ({time.perf_counter() - started:.0f} s)")
+    pipeline_ratio(store, args.batch, args.ratio_steps)
+    if args.skip_training:
+        return
+
+    config = load_train_config(REPO / "configs" / "biopsy.yaml", store=store, out=work / "run", workers=0,
+                               batch_size=args.batch, max_minutes=args.minutes, threads=args.threads)
+    config.data.val_slides = ["synth_002"]
+    config.data.train_slides = ["synth_000", "synth_001"]
+    config.optim.lr = args.lr
+    if args.lr_step:
+        config.optim.lr_step_epochs = args.lr_step
+    if args.epochs:
+        for stage, epochs in zip(config.stages, args.epochs.split(",")):
+            stage.epochs = int(epochs)
+    config.output.tensorboard = False
+    print(f"training: {config.stage_model(0)} {config.stages[0].epochs} epochs then {config.stage_model(1)} "
+          f"{config.stages[1].epochs} epochs, lr {args.lr} halved every {config.optim.lr_step_epochs} epochs, "
+          f"batch {args.batch}, "
+          f"budget {args.minutes} min, threads {args.threads}")
+    started = time.perf_counter()
+    result = train(config, progress=False, overwrite=True)
+    print(f"trained {time.perf_counter() - started:.0f} s; stages: "
+          + ", ".join(f"{s.name} {s.epochs} epochs (best mIoU {s.best_miou:.4f} at {s.best_epoch})"
+                      for s in result.stages))
+    print("curve (held-out slide, per epoch):")
+    with open(work / "run" / "metrics.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            print(f"  {row['stage']} {int(row['epoch']):3d}  loss {float(row['train_loss']):.4f}  "
+                  f"mIoU {float(row['miou'] or 'nan'):.4f}  {float(row['time_s']):.1f}s")
+    for label, path in (("best.pt (selected on the held-out slide)", work / "run" / "best.pt"),
+                        ("last.pt (final epoch)", work / "run" / "last.pt")):
+        cm = evaluate(path, store, config.class_names)
+        iou = cm.iou()
+        print(f"held-out mIoU, {label}: {cm.miou():.4f}  pixel accuracy {cm.pixel_accuracy():.4f}")
+        for name, value, support in zip(config.class_names, iou, cm.matrix.sum(1)):
+            print(f"    {name:22s} IoU {value:.4f}  ({support} px)")
+    print(f"work folder: {work}")
+
+
+if __name__ == "__main__":
+    main()
