@@ -12,17 +12,24 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
+OSD := wsi_seg/review/vendor/node_modules/openseadragon/build/openseadragon/openseadragon.min.js
+
 $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-install: $(STAMP)
+# OpenSeadragon for the review viewer (npm registry, exact version from the lock file)
+$(OSD): wsi_seg/review/vendor/package.json wsi_seg/review/vendor/package-lock.json
+	npm ci --prefix wsi_seg/review/vendor --no-audit --no-fund
+	touch $(OSD)
 
-test: $(STAMP)
+install: $(STAMP) $(OSD)
+
+test: $(STAMP) $(OSD)
 	$(BIN)/python -m pytest -q
 
-test-all: $(STAMP)
+test-all: $(STAMP) $(OSD)
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 demo: $(STAMP)
@@ -31,4 +38,4 @@ demo: $(STAMP)
 	@exit 2
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache wsi_seg/review/vendor/node_modules

@@ -521,3 +521,22 @@ def open_slide(path: str | os.PathLike, *, mpp: float | None = None) -> Slide:
             _drop_backend(slide.path)
             raise SlideError(f"{slide.path}: unreadable pixel data (truncated or corrupt file?): {exc}") from exc
     return slide
+
+
+def deepzoom_generator(slide: Slide, *, tile_size: int = 254, overlap: int = 1, limit_bounds: bool = False):
+    """An :class:`openslide.deepzoom.DeepZoomGenerator` over ``slide`` (DeepZoom tiles of the
+    whole level-0 image). Slides OpenSlide does not read (PNG, plain TIFF) go through
+    :class:`openslide.ImageSlide`, which holds the image in memory."""
+    from openslide.deepzoom import DeepZoomGenerator
+
+    backend = _backend(slide.path)
+    if isinstance(backend, _OpenSlideBackend):
+        source = backend._handle
+    else:
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            source = openslide.ImageSlide(Image.open(slide.path).convert("RGB"))
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
+    return DeepZoomGenerator(source, tile_size=tile_size, overlap=overlap, limit_bounds=limit_bounds)
