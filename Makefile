@@ -32,10 +32,8 @@ test: $(STAMP) $(OSD)
 test-all: $(STAMP) $(OSD)
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
-demo: $(STAMP)
-	@echo "make demo: the end-to-end biopsy demo (synth -> tile -> train -> predict -> review)"
-	@echo "arrives with the tiling, training and prediction work; it is not available yet."
-	@exit 2
+demo: $(STAMP) $(OSD)
+	$(BIN)/wsi-seg demo --workdir demo
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache wsi_seg/review/vendor/node_modules

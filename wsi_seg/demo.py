@@ -1,0 +1,120 @@
+"""The end-to-end demo on built-in synthetic biopsies.
+
+synthesise 3 slides (2 for training, 1 held out) -> tile them with Dask -> train
+the two-stage ESPNet recipe for a bounded time -> predict the held-out slide ->
+evaluate it against its ground truth -> export the review folder.
+
+Every step skips work that is already done, so rerunning the demo resumes it.
+The library functions are the ones the CLI commands call; nothing here is
+specific to the demo except the choice of sizes and paths.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from wsi_seg.config import load_train_config
+from wsi_seg.errors import InputError
+
+TRAIN_SLIDES = ("synth_000", "synth_001")
+HELD_OUT = "synth_002"
+
+
+@dataclass
+class DemoOptions:
+    workdir: Path = Path("demo")
+    config: Path = Path("configs/demo.yaml")
+    size: tuple[int, int] = (6144, 4608)   # width, height at 0.5 um/px
+    seed: int = 0
+    patch_mpp: float = 2.0
+    patch: int = 128
+    minutes: float | None = None           # training budget (default: the config's)
+    epochs: int | None = None              # per stage (default: the config's)
+    tile: int = 1024
+    overlap: int = 128
+    progress: bool = True
+
+
+@dataclass
+class DemoResult:
+    workdir: Path
+    mask: Path
+    metrics: Path
+    review: Path
+    miou: float
+    per_class: dict[str, float | None]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoResult:
+    from wsi_seg.evaluation import evaluate_masks, format_table
+    from wsi_seg.engine.train import train
+    from wsi_seg.inference.predictor import TorchPredictor
+    from wsi_seg.inference.slide import PredictOptions, predict_slide
+    from wsi_seg.review.classes import classes_from_checkpoint
+    from wsi_seg.review.export import ExportOptions, export_review
+    from wsi_seg.synth import synthesize
+    from wsi_seg.tiling import tile_slides
+
+    work = Path(options.workdir)
+    if not Path(options.config).is_file():
+        raise InputError(f"{options.config}: demo recipe not found (run from the repository root)")
+    work.mkdir(parents=True, exist_ok=True)
+    slides_dir, store, run_dir = work / "slides", work / "patches.zarr", work / "run"
+    mask, review, metrics = work / f"{HELD_OUT}.mask.tif", work / "review", work / "metrics.json"
+    seconds: dict[str, float] = {}
+
+    def step(name: str, fn):
+        echo(f"== {name}")
+        start = time.perf_counter()
+        out = fn()
+        seconds[name] = time.perf_counter() - start
+        return out
+
+    width, height = options.size
+    step("synthesise 3 slides", lambda: synthesize(slides_dir, n=3, width=width, height=height, mpp=0.5,
+                                                   seed=options.seed, progress=options.progress))
+    config = load_train_config(options.config, store=store, out=run_dir, epochs=options.epochs,
+                               max_minutes=options.minutes)
+    class_names = [c.name for c in config.classes]
+    config.data.train_slides = list(TRAIN_SLIDES)
+    config.data.val_slides = [HELD_OUT]
+
+    def tile():
+        summary = tile_slides([slides_dir / f"{s}.svs" for s in (*TRAIN_SLIDES, HELD_OUT)], store,
+                              masks_dir=slides_dir, class_names=class_names, mpp=options.patch_mpp,
+                              patch=options.patch, min_tissue=0.2, progress=options.progress)
+        if summary.failed:
+            raise InputError(f"{store}: tiling failed for {len(summary.failed)} slide(s)")
+        return summary
+
+    step("tile with Dask", tile)
+
+    final = run_dir / "last.pt"
+    if final.exists() and (run_dir / "best.pt").exists():
+        echo(f"   {run_dir} holds a finished run; delete it to train again")
+    else:
+        step("train (two stages)", lambda: train(config, resume=(run_dir / "last.pt").exists(), overwrite=True,
+                                                 progress=options.progress))
+    predictor = TorchPredictor.from_checkpoint(final)
+    if not mask.exists():
+        step("predict the held-out slide",
+             lambda: predict_slide(slides_dir / f"{HELD_OUT}.svs", mask, predictor,
+                                   PredictOptions(tile=options.tile, overlap=options.overlap,
+                                                  progress=options.progress)))
+    evaluation = step("evaluate against the ground truth",
+                      lambda: evaluate_masks(mask, slides_dir / f"{HELD_OUT}.mask.tif", class_names))
+    echo(format_table(evaluation))
+    summary = evaluation.as_dict()
+    tmp = metrics.with_name(f".{metrics.name}.tmp")
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(metrics)
+    if not (review / "index.html").exists():
+        step("export the review folder",
+             lambda: export_review(slides_dir / f"{HELD_OUT}.svs", mask, review,
+                                   classes=classes_from_checkpoint(final), options=ExportOptions(overwrite=True)))
+    return DemoResult(work, mask, metrics, review, float(summary["miou"]), summary["iou"], seconds)
