@@ -447,8 +447,9 @@ class Slide:
         """(height, width, 3) uint8 RGB of the region with level-0 top-left (x, y).
 
         `width` and `height` are pixels at `mpp`. The pixels come from the
-        nearest finer level, resized with antialiasing (Lanczos); when `mpp`
-        equals a level's mpp they are that level's pixels unchanged.
+        nearest finer level, resized with antialiasing (the mean of each block for
+        an exact integer factor, Lanczos otherwise); when `mpp` equals a level's
+        mpp they are that level's pixels unchanged.
         """
         width, height = int(width), int(height)
         if width <= 0 or height <= 0:
@@ -469,6 +470,11 @@ class Slide:
         if (read_w, read_h) == (width, height):
             return region
         image = Image.fromarray(region)
+        factor = round(scale)
+        if factor >= 2 and abs(scale - factor) < 1e-6 and (read_w, read_h) == (width * factor, height * factor):
+            # an exact integer reduction: a box filter over factor x factor blocks (antialiased, ~10x
+            # cheaper than Lanczos)
+            return np.asarray(image.reduce(factor))
         resized = image.resize(
             (width, height),
             Image.Resampling.LANCZOS,
