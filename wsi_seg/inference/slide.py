@@ -181,10 +181,9 @@ def predict_slide(slide_path: str | os.PathLike, output: str | os.PathLike, pred
             while stop < out_h and src_rows_all[stop] < work_row1:
                 stop += 1
             if stop > next_row:
-                rows = band[src_rows_all[next_row:stop] - work_row0][:, out_cols]
-                in_tissue = tissue.mask[tissue_rows_all[next_row:stop]][:, tissue_cols]
-                rows[~in_tissue] = 0
-                counts[:] += np.bincount(rows.ravel(), minlength=num_classes)[:num_classes]
+                rows = np.take(band[src_rows_all[next_row:stop] - work_row0], out_cols, axis=1)
+                rows *= np.take(tissue.mask[tissue_rows_all[next_row:stop]], tissue_cols, axis=1)
+                counts[:] += np.bincount(rows.reshape(-1), minlength=num_classes)[:num_classes]
                 pending.append(rows)
                 pending_rows += rows.shape[0]
                 next_row = stop

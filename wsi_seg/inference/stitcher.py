@@ -169,10 +169,17 @@ class StreamingStitcher:
     def _finalise(self, block: np.ndarray, r: int, x0: int) -> None:
         weights = block[self.c]
         covered = weights > 0
-        probs = block[: self.c] / np.where(covered, weights, 1.0)
-        labels = np.argmax(probs, axis=0).astype(np.uint8)
-        labels[~covered] = 0
+        # The weight is a positive per-pixel factor, so the argmax of the weighted sums is
+        # the argmax of the weighted mean; a running maximum over classes is contiguous
+        # work, much cheaper than numpy's strided argmax over axis 0 (first maximum wins).
+        best = block[0].copy()
+        labels = np.zeros(best.shape, np.uint8)
+        for k in range(1, self.c):
+            better = block[k] > best
+            labels[better] = k
+            np.maximum(best, block[k], out=best)
+        labels *= covered
         self._band[:, x0 : x0 + labels.shape[1]] = labels
         if self.on_probabilities is not None:
-            probs[:, ~covered] = 0
+            probs = block[: self.c] / np.where(covered, weights, 1.0)
             self.on_probabilities(int(self._ys[r]), x0, probs)
