@@ -28,3 +28,19 @@ def real_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"real slide data not found at {path} (set WSI_SEG_SHARED_DIR)")
     return path
+
+
+@pytest.fixture(scope="session")
+def cityscapes_root(tmp_path_factory) -> Path:
+    """A tiny Cityscapes tree in the official layout (tests/fake_datasets.py); do not modify it."""
+    from fake_datasets import make_cityscapes
+
+    return make_cityscapes(tmp_path_factory.mktemp("cityscapes"))
+
+
+@pytest.fixture(scope="session")
+def voc_root(tmp_path_factory) -> Path:
+    """A tiny PASCAL VOC tree (VOCdevkit/VOC2012 under the returned folder's parent); do not modify it."""
+    from fake_datasets import make_voc
+
+    return make_voc(tmp_path_factory.mktemp("voc"))

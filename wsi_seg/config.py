@@ -46,9 +46,22 @@ class ClassConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    """Where the patches come from and how they are split and batched."""
+    """Where the training images come from and how they are split and batched.
 
+    ``kind: patches`` (default) reads a zarr patch store (``store``, split by
+    slide); ``cityscapes`` and ``voc`` read a dataset in its official layout
+    under ``root`` (splits ``train_split``/``val_split``), resized to ``size``.
+    """
+
+    kind: Literal["patches", "cityscapes", "voc"] = "patches"
     store: Path | None = None
+    root: Path | None = Field(None, description="dataset root (kind cityscapes or voc)")
+    sbd_root: Path | None = Field(None, description="SBD release adding training images (kind voc)")
+    train_split: str = "train"
+    val_split: str | None = "val"
+    size: tuple[int, int] | None = Field(None, description="(width, height) images are resized to (cityscapes, voc)")
+    normalization: Literal["imagenet", "espnet-cityscapes"] = Field(
+        "imagenet", description="input statistics of a fresh run (an --init or resumed checkpoint's win)")
     train_slides: list[str] | None = None
     val_slides: list[str] | None = None
     val_fraction: float = Field(0.25, ge=0.0, lt=1.0)
@@ -57,6 +70,13 @@ class DataConfig(_Strict):
     batch_size: int = Field(8, gt=0)
     workers: int = Field(0, ge=0)
     cache_mb: float = Field(512, ge=0, description="decoded zarr chunks kept per process (MB)")
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, value):
+        if value is not None and min(value) <= 0:
+            raise ValueError("size must be [width, height] with positive values")
+        return value
 
 
 class OptimConfig(_Strict):
@@ -152,6 +172,10 @@ class TrainConfig(_Strict):
         if last != self.model.name:
             raise ValueError(f"stages.{len(self.stages) - 1}.model: the last stage trains the final model "
                              f"({self.model.name!r}), not {last!r}")
+        expected = {"cityscapes": (19, 20), "voc": (21,)}.get(self.data.kind)
+        if expected is not None and len(self.classes) not in expected:
+            raise ValueError(f"classes: data.kind {self.data.kind} needs "
+                             f"{' or '.join(map(str, expected))} classes, the config lists {len(self.classes)}")
         if self.data.train_slides is not None and self.data.val_slides is not None:
             both = sorted(set(self.data.train_slides) & set(self.data.val_slides))
             if both:
@@ -241,8 +265,9 @@ def load_train_config(path: str | Path, *, store: str | Path | None = None, out:
         raw[name] = value
         return value
 
-    if store is not None:
-        section("data")["store"] = str(store)
+    if store is not None:  # --data: the patch store, or the dataset root of cityscapes/voc
+        data = section("data")
+        data["store" if data.get("kind", "patches") == "patches" else "root"] = str(store)
     if workers is not None:
         section("data")["workers"] = workers
     if batch_size is not None:

@@ -1,4 +1,4 @@
-"""Prediction commands: predict (slides -> label masks) and evaluate (mask vs truth)."""
+"""Prediction commands: predict (slides -> label masks, images -> label PNGs) and evaluate (mask vs truth)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import click
 from wsi_seg.errors import InputError, OutputError
 
 MASK_SUFFIXES = (".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def _positive(ctx, param, value):
@@ -21,7 +22,8 @@ def _positive(ctx, param, value):
 @click.command("predict")
 @click.argument("slides", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path),
-              help="mask.tif for one slide, or a folder for <stem>.mask.tif per slide.")
+              help="mask.tif for one slide, or a folder for <stem>.mask.tif per slide; "
+                   "OUT.png for an ordinary image (PNG/JPEG).")
 @click.option("--model", "model_path", required=True, type=click.Path(path_type=Path),
               help="A wsi-seg checkpoint (best.pt from training, or from convert-weights).")
 @click.option("--mpp", type=float, default=None, callback=_positive,
@@ -41,10 +43,14 @@ def _positive(ctx, param, value):
 @click.option("--probabilities", type=click.Path(path_type=Path), default=None,
               help="Also keep float16 per-class probabilities at the model's mpp in this zarr folder "
                    "(one slide only).")
+@click.option("--resize", default=None, metavar="WxH",
+              help="Images only: resize the image to WIDTHxHEIGHT first (the checkpoint's way) and write the "
+                   "label at that size, e.g. 1024x512 (Cityscapes), 384x384 (VOC).")
+@click.option("--color", is_flag=True, help="Images only: also write a colour view, OUT.color.png.")
 @click.option("--overwrite", is_flag=True, help="Redo slides whose mask already exists.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def predict_command(slides, output, model_path, mpp, tile, overlap, mask_mpp, slide_mpp, batch_size, workers, device,
-                    probabilities, overwrite, no_progress):
+                    probabilities, resize, color, overwrite, no_progress):
     """Segment SLIDES into pyramidal label masks (TIFF, palette, mpp tags).
 
     \b
@@ -53,13 +59,29 @@ def predict_command(slides, output, model_path, mpp, tile, overlap, mask_mpp, sl
     A folder in SLIDES means every slide in it.
 
     \b
+    An ordinary image (.png, .jpg, .jpeg) with -o OUT.png gives a PNG of class
+    ids (palette = class colours) at the image's size (tiled when larger than
+    --tile), or at --resize WxH; --color adds OUT.color.png.
+
+    \b
     Examples:
       wsi-seg predict slide.svs -o slide.mask.tif --model run/best.pt
       wsi-seg predict slides/ -o masks/ --model run/best.pt --mask-mpp 2
+      wsi-seg predict street.png -o street.labels.png --model city.pt --resize 1024x512 --color
     """
     from wsi_seg.inference.predictor import TorchPredictor
     from wsi_seg.inference.slide import PredictOptions, predict_slide, predict_slides
     from wsi_seg.tiling import discover_slides
+
+    if output.suffix.lower() == ".png" and any(p.suffix.lower() in IMAGE_SUFFIXES for p in slides):
+        _predict_image(slides, output, model_path, resize=resize, color=color, tile=tile, overlap=overlap,
+                       batch_size=batch_size, device=device, overwrite=overwrite,
+                       slide_only={"--mpp": mpp, "--mask-mpp": mask_mpp, "--slide-mpp": slide_mpp,
+                                   "--probabilities": probabilities})
+        return
+    if resize is not None or color:
+        raise click.UsageError("--resize and --color apply to ordinary images (IMAGE.png/.jpg -o OUT.png), "
+                               "not to slides")
 
     paths = discover_slides(slides)
     single_file = len(paths) == 1 and output.suffix.lower() in MASK_SUFFIXES
@@ -93,6 +115,25 @@ def predict_command(slides, output, model_path, mpp, tile, overlap, mask_mpp, sl
         return
     results = predict_slides(paths, output, predictor, options, overwrite=overwrite, report=click.echo)
     click.echo(f"done: {len(results)} predicted, {len(paths) - len(results)} skipped")
+
+
+def _predict_image(images, output, model_path, *, resize, color, tile, overlap, batch_size, device, overwrite,
+                   slide_only):
+    from wsi_seg.inference.image import parse_size, predict_image_file
+    from wsi_seg.inference.predictor import TorchPredictor
+
+    if len(images) != 1:
+        raise click.UsageError("an image prediction takes one IMAGE and -o OUT.png")
+    given = [name for name, value in slide_only.items() if value is not None]
+    if given:
+        raise click.UsageError(f"{', '.join(given)} apply to slides, not to ordinary images")
+    size = parse_size(resize) if resize is not None else None
+    predictor = TorchPredictor.from_checkpoint(model_path, device=device)
+    res = predict_image_file(images[0], output, predictor, resize=size, color=color, tile=tile, overlap=overlap,
+                             batch_size=batch_size, overwrite=overwrite)
+    extra = f" and {res.color}" if res.color is not None else ""
+    click.echo(f"wrote {res.output}{extra} ({res.size[0]}x{res.size[1]} class ids; input "
+               f"{res.input_size[0]}x{res.input_size[1]})")
 
 
 @click.command("evaluate")

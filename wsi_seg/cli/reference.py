@@ -16,7 +16,9 @@ def render_reference(group: click.Group = main) -> str:
     lines = ["# wsi-seg command reference", "",
              "Generated from `--help` by `python -m wsi_seg.cli.reference > docs/cli.md`; "
              "a test keeps it in step with the code.", ""]
-    ctx = click.Context(group, info_name="wsi-seg", terminal_width=100, max_content_width=100)
+    # the group's own settings (help option names): click caches the help option per command
+    ctx = click.Context(group, info_name="wsi-seg", terminal_width=100, max_content_width=100,
+                        **group.context_settings)
     lines += ["## wsi-seg", "", "```text", group.get_help(ctx).rstrip(), "```", ""]
     for name in sorted(group.commands):
         command = group.commands[name]

@@ -24,7 +24,8 @@ class _EchoHandler(logging.Handler):
 @click.command("train")
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               help="Training recipe (YAML), e.g. configs/biopsy.yaml [with --resume: RUN_DIR/config.yaml].")
-@click.option("--data", "store", type=click.Path(path_type=Path), help="Patch store (overrides data.store).")
+@click.option("--data", "store", type=click.Path(path_type=Path), help="Patch store (overrides data.store), or the dataset root for data.kind "
+                   "cityscapes/voc (overrides data.root).")
 @click.option("--out", "out", type=click.Path(path_type=Path), help="Run folder (overrides output.dir).")
 @click.option("--epochs", type=click.IntRange(min=0), help="Epochs of every stage (overrides stages[*].epochs).")
 @click.option("--resume", is_flag=True, help="Continue the run in the run folder from its last.pt.")

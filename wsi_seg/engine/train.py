@@ -43,12 +43,14 @@ from torch.utils.data import DataLoader, Sampler
 
 from wsi_seg.config import TrainConfig, dump_config
 from wsi_seg.data.augment import Augmenter
+from wsi_seg.data.image_pairs import ImagePairDataset, ImagePairs, open_pairs, pairs_histogram
 from wsi_seg.data.patches import PatchDataset, StoreInfo, describe_store, label_histogram, split_slides
 from wsi_seg.engine.losses import downsample_labels, enet_class_weights, segmentation_loss
 from wsi_seg.engine.metrics import ConfusionMatrix
 from wsi_seg.errors import CheckpointError, ConfigError, InputError, OutputError, WsiSegError
 from wsi_seg.models.checkpoint import (IMAGENET_NORMALIZATION, load_matching, make_checkpoint, read_checkpoint,
                                        save_checkpoint)
+from wsi_seg.models.pretrained import ESPNET_CITYSCAPES_NORMALIZATION
 from wsi_seg.models.registry import INPUT_MULTIPLE, OUTPUT_STRIDE, create_model
 
 __all__ = ["train", "TrainResult", "StageResult", "EpochSampler", "transfer_weights"]
@@ -233,11 +235,14 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------- preparation
 
 
+NORMALIZATIONS = {"imagenet": IMAGENET_NORMALIZATION, "espnet-cityscapes": ESPNET_CITYSCAPES_NORMALIZATION}
+
+
 @dataclass
 class _Plan:
     config: TrainConfig
     run_dir: Path
-    store: StoreInfo
+    store: StoreInfo | None  # data.kind patches
     train_slides: list[str]
     val_slides: list[str]
     class_weights: torch.Tensor | None
@@ -246,6 +251,36 @@ class _Plan:
     init: dict[str, Any] | None
     init_path: Path | None
     resume: dict[str, Any] | None
+    images: tuple[ImagePairs, ImagePairs | None] | None = None  # data.kind cityscapes / voc
+
+    def datasets(self, augment: Augmenter) -> tuple[Any, Any]:
+        """The training dataset (augmented) and the validation dataset (or None)."""
+        if self.images is not None:
+            train_pairs, val_pairs = self.images
+            size = self.config.data.size
+            train_ds = ImagePairDataset(train_pairs, normalization=self.normalization, size=size, transform=augment)
+            val_ds = ImagePairDataset(val_pairs, normalization=self.normalization, size=size) \
+                if val_pairs is not None else None
+            return train_ds, val_ds
+        cache = self.config.data.cache_mb
+        train_ds = PatchDataset(self.store.path, self.train_slides, normalization=self.normalization,
+                                transform=augment, cache_mb=cache)
+        val_ds = PatchDataset(self.store.path, self.val_slides, normalization=self.normalization,
+                              cache_mb=cache) if self.val_slides else None
+        return train_ds, val_ds
+
+    def describe(self) -> str:
+        if self.images is not None:
+            train_pairs, val_pairs = self.images
+            size = "x".join(map(str, self.config.data.size))
+            return (f"{train_pairs.dataset} {self.config.data.root}: {len(train_pairs)} training image(s) "
+                    f"({train_pairs.split}), {len(val_pairs) if val_pairs else 0} validation image(s), "
+                    f"resized to {size}, crop {self.crop}")
+        store = self.store
+        return (f"store {store.path}: {len(self.train_slides)} training slide(s) "
+                f"({sum(store.slides[s] for s in self.train_slides)} patches), {len(self.val_slides)} validation "
+                f"slide(s) ({sum(store.slides[s] for s in self.val_slides)} patches), mpp {store.mpp:g}, "
+                f"patch {store.patch}, crop {self.crop}")
 
 
 def _check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> dict[str, Any] | None:
@@ -272,7 +307,40 @@ def _check_writable(run_dir: Path) -> None:
         raise OutputError(f"{run_dir}: output folder is not writable ({exc.strerror or exc})") from None
 
 
+def _prepare_images(config: TrainConfig) -> tuple[tuple[ImagePairs, ImagePairs | None], int, np.ndarray | None]:
+    """Splits, crop and (for ENet weights) class pixel counts of a cityscapes/voc run."""
+    data, num_classes = config.data, len(config.classes)
+    if data.root is None:
+        raise ConfigError(f"data.root: no {data.kind} dataset root given (set it in the config or pass --data ROOT)")
+    if data.size is None:
+        raise ConfigError(f"data.size: give the [width, height] {data.kind} images are resized to")
+
+    def open_split(split: str) -> ImagePairs:
+        return open_pairs(data.kind, data.root, split, num_classes, ignore_index=config.optim.ignore_index,
+                          sbd_root=data.sbd_root if split == data.train_split else None)
+
+    train_pairs = open_split(data.train_split)
+    val_pairs = open_split(data.val_split) if data.val_split else None
+    crop = data.crop or min(data.size)
+    for i in range(len(config.stages)):
+        multiple = INPUT_MULTIPLE[config.stage_model(i)]
+        for what, size in (("data.crop", crop), ("data.size", data.size[0]), ("data.size", data.size[1])):
+            if size % multiple:
+                raise ConfigError(f"{what}: {size} px is not a multiple of {multiple}, "
+                                  f"which {config.stage_model(i)} needs")
+    counts = None
+    if config.optim.class_weights == "enet":
+        counts = pairs_histogram(train_pairs, num_classes, config.optim.ignore_index)
+        if counts.sum() == 0:
+            raise InputError(f"{data.root}: the {data.train_split} labels hold no labelled pixels")
+    return (train_pairs, val_pairs), crop, counts
+
+
 def _prepare(config: TrainConfig, *, resume: bool, init: Path | None, overwrite: bool) -> _Plan:
+    if config.data.kind != "patches":
+        images, crop, counts = _prepare_images(config)
+        return _finish_plan(config, None, [], [], crop, counts, resume=resume, init=init, overwrite=overwrite,
+                            images=images)
     if config.data.store is None:
         raise ConfigError("data.store: no patch store given (set it in the config or pass --data STORE.zarr)")
     store = describe_store(config.data.store)
@@ -302,23 +370,30 @@ def _prepare(config: TrainConfig, *, resume: bool, init: Path | None, overwrite:
                                   f"which {config.stage_model(i)} needs")
     if crop > store.patch:
         raise ConfigError(f"data.crop: {crop} px is larger than the store's patches ({store.patch} px)")
+    counts = None
+    if config.optim.class_weights == "enet":
+        counts = label_histogram(store.path, train_slides, num_classes, config.optim.ignore_index)
+        if counts.sum() == 0:
+            raise InputError(f"{store.path}: the training slides hold no labelled pixels")
+    return _finish_plan(config, store, train_slides, val_slides, crop, counts, resume=resume, init=init,
+                        overwrite=overwrite)
+
+
+def _finish_plan(config: TrainConfig, store: StoreInfo | None, train_slides: list[str], val_slides: list[str],
+                 crop: int, counts: np.ndarray | None, *, resume: bool, init: Path | None, overwrite: bool,
+                 images: tuple[ImagePairs, ImagePairs | None] | None = None) -> _Plan:
     run_dir = Path(config.output.dir)
     resume_ckpt = _check_run_dir(run_dir, resume=resume, overwrite=overwrite)
-    init_ckpt, normalization = None, dict(IMAGENET_NORMALIZATION)
+    init_ckpt, normalization = None, dict(NORMALIZATIONS[config.data.normalization])
     if resume_ckpt is not None:
         normalization = dict(resume_ckpt["normalization"])
     elif init is not None:
         init_ckpt = read_checkpoint(init)
         normalization = dict(init_ckpt["normalization"])
-    weights = None
-    if config.optim.class_weights == "enet":
-        counts = label_histogram(store.path, train_slides, num_classes, config.optim.ignore_index)
-        if counts.sum() == 0:
-            raise InputError(f"{store.path}: the training slides hold no labelled pixels")
-        weights = enet_class_weights(counts, config.optim.enet_c)
+    weights = enet_class_weights(counts, config.optim.enet_c) if counts is not None else None
     _check_writable(run_dir)
     return _Plan(config, run_dir, store, train_slides, val_slides, weights, normalization, crop,
-                 init_ckpt, Path(init) if init is not None else None, resume_ckpt)
+                 init_ckpt, Path(init) if init is not None else None, resume_ckpt, images)
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -394,7 +469,8 @@ class _StageRunner:
         return make_checkpoint(
             self.config.stage_model(stage), self.num_classes, hparams, model.state_dict(),
             class_names=self.config.class_names, class_colors=self.config.class_colors(),
-            normalization=self.plan.normalization, mpp=self.plan.store.mpp, patch_size=self.plan.store.patch,
+            normalization=self.plan.normalization, mpp=self.plan.store.mpp if self.plan.store else None,
+            patch_size=self.plan.store.patch if self.plan.store else None,
             source=f"wsi-seg train: {self.plan.run_dir} {self.config.stage_name(stage)}", train_state=train_state)
 
     def _loaders(self, stage: int, train_ds, val_ds, train_sampler, val_sampler):
@@ -460,11 +536,7 @@ class _StageRunner:
             _set_rng_state(ts["rng"])
 
         augment = Augmenter(cfg.augment, plan.crop, ignore_index=cfg.optim.ignore_index)
-        cache = cfg.data.cache_mb
-        train_ds = PatchDataset(plan.store.path, plan.train_slides, normalization=plan.normalization,
-                                transform=augment, cache_mb=cache)
-        val_ds = PatchDataset(plan.store.path, plan.val_slides, normalization=plan.normalization,
-                              cache_mb=cache) if plan.val_slides else None
+        train_ds, val_ds = plan.datasets(augment)
         train_sampler = EpochSampler(len(train_ds), shuffle=True, seed=cfg.run.seed, rank=dist.rank,
                                      world=dist.world)
         val_sampler = EpochSampler(len(val_ds), shuffle=False, rank=dist.rank, world=dist.world, pad=False) \
@@ -639,11 +711,7 @@ def _train(config: TrainConfig, dist: _Dist, device: torch.device, *, resume: bo
     try:
         if dist.main:
             (plan.run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
-            log.info("training on %s (%d process(es)); store %s: %d training slide(s) (%d patches), "
-                     "%d validation slide(s) (%d patches), mpp %g, patch %d, crop %d", device, dist.world,
-                     plan.store.path, len(plan.train_slides), sum(plan.store.slides[s] for s in plan.train_slides),
-                     len(plan.val_slides), sum(plan.store.slides[s] for s in plan.val_slides), plan.store.mpp,
-                     plan.store.patch, plan.crop)
+            log.info("training on %s (%d process(es)); %s", device, dist.world, plan.describe())
             if plan.class_weights is not None:
                 log.info("class weights (ENet): %s", " ".join(f"{w:.2f}" for w in plan.class_weights.tolist()))
         result = TrainResult(plan.run_dir)
