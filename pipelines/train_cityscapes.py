@@ -1,57 +1,32 @@
-"""Train ESPNet on Cityscapes with configs/cityscapes.yaml, then evaluate the best checkpoint.
+"""Train ESPNet on Cityscapes with configs/cityscapes.yaml, then evaluate the best checkpoint on val.
 
-    python pipelines/train_cityscapes.py --data /data/cityscapes --out runs/cityscapes
+    python pipelines/train_cityscapes.py /data/cityscapes runs/cityscapes [--resume]
 
-Equivalent to::
+Runs exactly::
 
-    wsi-seg train --config configs/cityscapes.yaml --data /data/cityscapes --out runs/cityscapes
+    wsi-seg train --config configs/cityscapes.yaml --data /data/cityscapes --out runs/cityscapes [--resume]
     wsi-seg evaluate-dataset --config configs/cityscapes.yaml --data /data/cityscapes --model runs/cityscapes/best.pt \\
         --split val --json runs/cityscapes/val_metrics.json
 
-The dataset root holds leftImg8bit/ and gtFine/ in the official layout
-(docs/datasets.md). Add ``--resume`` to continue an interrupted training run.
+The dataset root holds leftImg8bit/ and gtFine/ in the official layout (docs/datasets.md).
 """
 
-from __future__ import annotations
-
-import argparse
-import json
-import logging
 import sys
-from pathlib import Path
 
-from wsi_seg.config import load_train_config
-from wsi_seg.data.image_pairs import open_pairs
-from wsi_seg.engine.dataset_eval import evaluate_pairs, format_report
-from wsi_seg.engine.train import train
-from wsi_seg.errors import WsiSegError
-from wsi_seg.inference.predictor import TorchPredictor
+from wsi_seg.cli import main
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="dataset root")
-    parser.add_argument("--config", type=Path, default=Path("configs/cityscapes.yaml"))
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--resume", action="store_true")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        config = load_train_config(args.config, store=args.data, out=args.out, epochs=args.epochs)
-        result = train(config, resume=args.resume)
-        pairs = open_pairs(config.data.kind, config.data.root, config.data.val_split or "val", len(config.classes),
-                           ignore_index=config.optim.ignore_index, void_as_background=False)
-        metrics = evaluate_pairs(TorchPredictor.from_checkpoint(result.checkpoint), pairs, config.class_names,
-                                 resize=tuple(config.data.size), ignore_index=config.optim.ignore_index)
-    except WsiSegError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    print(format_report(metrics))
-    (result.run_dir / "val_metrics.json").write_text(json.dumps(metrics.as_dict(), indent=2))
-    print(f"model: {result.checkpoint}; metrics: {result.run_dir / 'val_metrics.json'}")
-    return 0
-
+CONFIG = "configs/cityscapes.yaml"
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    root, out, extra = sys.argv[1], sys.argv[2], sys.argv[3:]
+    train = ["train", "--config", CONFIG, "--data", root, "--out", out, *extra]
+    evaluate = ["evaluate-dataset", "--config", CONFIG, "--data", root, "--model", f"{out}/best.pt", "--split", "val",
+                "--json", f"{out}/val_metrics.json"]
+    for args in (train, evaluate):
+        try:
+            main(args, prog_name="wsi-seg")
+        except SystemExit as exc:
+            if exc.code:
+                raise
