@@ -77,9 +77,10 @@ def _register() -> None:
     from wsi_seg.cli import review_commands
     from wsi_seg.cli import demo_commands
     from wsi_seg.cli import dataset_commands
+    from wsi_seg.cli import onnx_commands
 
     for module in (model_commands, tile_commands, slide_commands, synth_commands, train_commands,
-                   predict_commands, dataset_commands, review_commands, demo_commands):
+                   predict_commands, onnx_commands, dataset_commands, review_commands, demo_commands):
         for command in module.COMMANDS:
             main.add_command(command)
 

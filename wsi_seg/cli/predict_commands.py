@@ -40,6 +40,11 @@ def _positive(ctx, param, value):
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
               help="Threads reading tiles ahead of the model.")
 @click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
+@click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+              help="torch: --model is a checkpoint; onnx: --model is a file from `wsi-seg export-onnx`, "
+                   "run by onnxruntime (pip install wsi-seg[onnx]).")
+@click.option("--no-optimize", is_flag=True,
+              help="torch backend: run the model as stored, without folding BatchNorms into convolutions.")
 @click.option("--probabilities", type=click.Path(path_type=Path), default=None,
               help="Also keep float16 per-class probabilities at the model's mpp in this zarr folder "
                    "(one slide only).")
@@ -50,7 +55,7 @@ def _positive(ctx, param, value):
 @click.option("--overwrite", is_flag=True, help="Redo slides whose mask already exists.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def predict_command(slides, output, model_path, mpp, tile, overlap, mask_mpp, slide_mpp, batch_size, workers, device,
-                    probabilities, resize, color, overwrite, no_progress):
+                    backend, no_optimize, probabilities, resize, color, overwrite, no_progress):
     """Segment SLIDES into pyramidal label masks (TIFF, palette, mpp tags).
 
     \b
@@ -68,14 +73,16 @@ def predict_command(slides, output, model_path, mpp, tile, overlap, mask_mpp, sl
       wsi-seg predict slide.svs -o slide.mask.tif --model run/best.pt
       wsi-seg predict slides/ -o masks/ --model run/best.pt --mask-mpp 2
       wsi-seg predict street.png -o street.labels.png --model city.pt --resize 1024x512 --color
+      wsi-seg predict slide.svs -o slide.mask.tif --model best.onnx --backend onnx
     """
-    from wsi_seg.inference.predictor import TorchPredictor
+    from wsi_seg.inference.predictor import make_predictor
     from wsi_seg.inference.slide import PredictOptions, predict_slide, predict_slides
     from wsi_seg.tiling import discover_slides
 
     if output.suffix.lower() == ".png" and any(p.suffix.lower() in IMAGE_SUFFIXES for p in slides):
+        predictor_args = {"backend": backend, "device": device, "optimize": not no_optimize}
         _predict_image(slides, output, model_path, resize=resize, color=color, tile=tile, overlap=overlap,
-                       batch_size=batch_size, device=device, overwrite=overwrite,
+                       batch_size=batch_size, predictor_args=predictor_args, overwrite=overwrite,
                        slide_only={"--mpp": mpp, "--mask-mpp": mask_mpp, "--slide-mpp": slide_mpp,
                                    "--probabilities": probabilities})
         return
@@ -106,7 +113,7 @@ def predict_command(slides, output, model_path, mpp, tile, overlap, mask_mpp, sl
     options = PredictOptions(tile=tile, overlap=overlap, mpp=mpp, mask_mpp=mask_mpp, slide_mpp=slide_mpp,
                              batch_size=batch_size, read_threads=workers, probabilities=probabilities,
                              progress=not no_progress)
-    predictor = TorchPredictor.from_checkpoint(model_path, device=device)
+    predictor = make_predictor(model_path, backend=backend, device=device, optimize=not no_optimize)
     options.validate(predictor)
     if single_file:
         res = predict_slide(paths[0], output, predictor, options)
@@ -117,10 +124,10 @@ def predict_command(slides, output, model_path, mpp, tile, overlap, mask_mpp, sl
     click.echo(f"done: {len(results)} predicted, {len(paths) - len(results)} skipped")
 
 
-def _predict_image(images, output, model_path, *, resize, color, tile, overlap, batch_size, device, overwrite,
-                   slide_only):
+def _predict_image(images, output, model_path, *, resize, color, tile, overlap, batch_size, predictor_args,
+                   overwrite, slide_only):
     from wsi_seg.inference.image import parse_size, predict_image_file
-    from wsi_seg.inference.predictor import TorchPredictor
+    from wsi_seg.inference.predictor import make_predictor
 
     if len(images) != 1:
         raise click.UsageError("an image prediction takes one IMAGE and -o OUT.png")
@@ -128,7 +135,7 @@ def _predict_image(images, output, model_path, *, resize, color, tile, overlap, 
     if given:
         raise click.UsageError(f"{', '.join(given)} apply to slides, not to ordinary images")
     size = parse_size(resize) if resize is not None else None
-    predictor = TorchPredictor.from_checkpoint(model_path, device=device)
+    predictor = make_predictor(model_path, **predictor_args)
     res = predict_image_file(images[0], output, predictor, resize=size, color=color, tile=tile, overlap=overlap,
                              batch_size=batch_size, overwrite=overwrite)
     extra = f" and {res.color}" if res.color is not None else ""

@@ -12,7 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsi_seg.data.transforms import normalize
+from wsi_seg.errors import InputError
 from wsi_seg.models.checkpoint import load_checkpoint
+from wsi_seg.models.fuse import fold_batchnorm
 from wsi_seg.models.registry import INPUT_MULTIPLE
 
 
@@ -23,13 +25,42 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+BACKENDS = ("torch", "onnx")
+
+
+def make_predictor(model_path: str | os.PathLike, *, backend: str = "torch", device: str | None = None,
+                   optimize: bool = True):
+    """A predictor for ``model_path``: a wsi-seg checkpoint run by PyTorch (``backend="torch"``)
+    or an ONNX file from ``wsi-seg export-onnx`` run by onnxruntime (``backend="onnx"``)."""
+    path = Path(model_path)
+    if backend == "torch":
+        if path.suffix.lower() == ".onnx":
+            raise InputError(f"{path}: an ONNX file needs --backend onnx")
+        return TorchPredictor.from_checkpoint(path, device=device, optimize=optimize)
+    if backend == "onnx":
+        if path.suffix.lower() != ".onnx":
+            raise InputError(f"{path}: --backend onnx takes an .onnx file from `wsi-seg export-onnx`")
+        from wsi_seg.inference.onnx_backend import OnnxPredictor
+
+        return OnnxPredictor(path, device=device)
+    raise InputError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+
+
 class TorchPredictor:
     """Preprocess with the checkpoint's normalisation, run the model in inference
     mode, upsample logits to the tile size when the model outputs at a stride,
-    and return softmax probabilities ``(N, C, H, W)`` float32 on the CPU."""
+    and return softmax probabilities ``(N, C, H, W)`` float32 on the CPU.
 
-    def __init__(self, model: nn.Module, meta: Mapping[str, Any], *, device: str | torch.device | None = None):
+    ``optimize`` (default on) runs a copy of the model with BatchNorms folded into
+    the convolutions before them (:func:`wsi_seg.models.fuse.fold_batchnorm`;
+    outputs agree with the unfolded model to float rounding)."""
+
+    def __init__(self, model: nn.Module, meta: Mapping[str, Any], *, device: str | torch.device | None = None,
+                 optimize: bool = True):
         self.device = pick_device(device) if not isinstance(device, torch.device) else device
+        self.optimized = bool(optimize)
+        if optimize:
+            model = fold_batchnorm(model)
         self.model = model.to(self.device).eval()
         self.meta = dict(meta)
         self.normalization = self.meta["normalization"]
@@ -37,9 +68,10 @@ class TorchPredictor:
         self.input_multiple = INPUT_MULTIPLE[self.meta["model"]["name"]]
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, *, device: str | None = None) -> "TorchPredictor":
+    def from_checkpoint(cls, path: str | os.PathLike, *, device: str | None = None,
+                        optimize: bool = True) -> "TorchPredictor":
         model, meta = load_checkpoint(Path(path))
-        return cls(model, meta, device=device)
+        return cls(model, meta, device=device, optimize=optimize)
 
     def preprocess(self, tiles: np.ndarray) -> torch.Tensor:
         batch = np.stack([normalize(t, self.normalization) for t in tiles])
