@@ -81,11 +81,13 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoR
     config = load_train_config(options.config, store=store, out=run_dir, epochs=options.epochs,
                                max_minutes=options.minutes)
     class_names = [c.name for c in config.classes]
+    # The held-out slide is never seen in training nor used to pick a checkpoint:
+    # no validation slide, every stage ends on its last epoch, and prediction uses last.pt.
     config.data.train_slides = list(TRAIN_SLIDES)
-    config.data.val_slides = [HELD_OUT]
+    config.data.val_slides = []
 
     def tile():
-        summary = tile_slides([slides_dir / f"{s}.svs" for s in (*TRAIN_SLIDES, HELD_OUT)], store,
+        summary = tile_slides([slides_dir / f"{s}.svs" for s in TRAIN_SLIDES], store,
                               masks_dir=slides_dir, class_names=class_names, mpp=options.patch_mpp,
                               patch=options.patch, min_tissue=0.2, progress=options.progress)
         if summary.failed:
