@@ -19,9 +19,14 @@ $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-# OpenSeadragon for the review viewer (npm registry, exact version from the lock file)
+# OpenSeadragon for the review viewer (npm registry, exact version from the lock file);
+# without npm, the locked tarball is fetched and checked against the lock file's hash.
 $(OSD): wsi_seg/review/vendor/package.json wsi_seg/review/vendor/package-lock.json
-	npm ci --prefix wsi_seg/review/vendor --no-audit --no-fund
+	if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix wsi_seg/review/vendor --no-audit --no-fund; \
+	else \
+		$(PYTHON) wsi_seg/review/vendor/fetch_openseadragon.py; \
+	fi
 	touch $(OSD)
 
 install: $(STAMP) $(OSD)
