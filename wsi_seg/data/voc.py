@@ -69,12 +69,8 @@ def voc_pairs(root: str | Path, split: str, *, sbd_root: str | Path | None = Non
     ids = _ids(base / "ImageSets" / "Segmentation" / f"{split}.txt")
     pairs = []
     for item in ids:
-        image, label = base / "JPEGImages" / f"{item}.jpg", base / "SegmentationClass" / f"{item}.png"
-        for path in (image, label):
-            if not path.is_file():
-                raise InputError(f"{path}: {'image' if path is image else 'label'} file not found "
-                                 f"(listed in ImageSets/Segmentation/{split}.txt)")
-        pairs.append((image, label))
+        pairs.append(_existing_pair(base / "JPEGImages" / f"{item}.jpg", base / "SegmentationClass" / f"{item}.png",
+                                    f"ImageSets/Segmentation/{split}.txt"))
     if sbd_root is not None and split == "train":
         sbd = _sbd_root(sbd_root)
         val_list = base / "ImageSets" / "Segmentation" / "val.txt"
@@ -83,13 +79,17 @@ def voc_pairs(root: str | Path, split: str, *, sbd_root: str | Path | None = Non
         for name in ("train.txt", "val.txt"):
             extra += [i for i in _ids(sbd / name) if i not in exclude]
         for item in sorted(set(extra)):
-            image, label = sbd / "img" / f"{item}.jpg", sbd / "cls" / f"{item}.mat"
-            for path in (image, label):
-                if not path.is_file():
-                    raise InputError(f"{path}: {'image' if path is image else 'label'} file not found "
-                                     f"(listed in {sbd.name}/train.txt or val.txt)")
-            pairs.append((image, label))
+            pairs.append(_existing_pair(sbd / "img" / f"{item}.jpg", sbd / "cls" / f"{item}.mat",
+                                        f"{sbd.name}/train.txt or val.txt"))
     return pairs
+
+
+def _existing_pair(image: Path, label: Path, listed_in: str) -> tuple[Path, Path]:
+    """The pair, or an :class:`InputError` naming the first of the two that is missing."""
+    for path, kind in ((image, "image"), (label, "label")):
+        if not path.is_file():
+            raise InputError(f"{path}: {kind} file not found (listed in {listed_in})")
+    return image, label
 
 
 def read_voc_label(path: Path) -> np.ndarray:
