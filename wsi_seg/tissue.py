@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 from scipy import ndimage
-from skimage.color import rgb2hsv
 from skimage.filters import threshold_otsu
 from skimage.morphology import disk, remove_small_holes, remove_small_objects  # noqa: F401
 
@@ -54,6 +53,33 @@ def _check_mpp(mpp: float) -> float:
     return mpp
 
 
+def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
+    """HSV in [0, 1] (float32, same height/width) of RGB uint8 or floats in [0, 1].
+
+    The usual hexcone model: value is the largest channel, saturation the
+    channel range over the value, hue the sector of the largest channel (blue
+    before green before red on ties); grey pixels have hue and saturation 0.
+    Computed in float32 with a single pass per channel, several times faster
+    than a float64 implementation on thumbnails.
+    """
+    values = np.asarray(rgb)
+    if values.dtype == np.uint8:
+        values = values.astype(np.float32) * np.float32(1 / 255)
+    else:
+        values = values.astype(np.float32, copy=False)
+    red, green, blue = values[..., 0], values[..., 1], values[..., 2]
+    value = np.maximum(np.maximum(red, green), blue)
+    delta = value - np.minimum(np.minimum(red, green), blue)
+    grey = delta == 0
+    safe = np.where(grey, np.float32(1), delta)
+    saturation = np.where(value > 0, delta / np.where(value > 0, value, np.float32(1)), np.float32(0))
+    hue = np.where(blue == value, 4 + (red - green) / safe,
+                   np.where(green == value, 2 + (blue - red) / safe, (green - blue) / safe))
+    hue = (hue / 6) % 1
+    hue[grey] = 0
+    return np.stack([hue, saturation, value], axis=-1).astype(np.float32, copy=False)
+
+
 def ink_mask(rgb: np.ndarray) -> np.ndarray:
     """Pixels coloured like pen ink rather than H&E stain (bool, same height/width).
 
@@ -66,7 +92,7 @@ def ink_mask(rgb: np.ndarray) -> np.ndarray:
     pale edges of a stroke. Blending with white keeps that ratio unchanged.
     """
     rgb = _check_rgb(rgb)
-    hsv = rgb2hsv(rgb)
+    hsv = rgb_to_hsv(rgb)
     hue, sat, val = hsv[..., 0], hsv[..., 1], hsv[..., 2]
     red, green, blue = (rgb[..., i].astype(np.float32) for i in range(3))
     blue_over_green = (blue - green) / np.maximum(red - green, 1.0)
@@ -128,7 +154,7 @@ def tissue_mask(
     smooth = small.astype(np.float32)
     if sigma_px >= 0.3:
         smooth = ndimage.gaussian_filter(smooth, (sigma_px, sigma_px, 0), mode="nearest")
-    saturation = rgb2hsv(smooth / 255.0)[..., 1].astype(np.float32)
+    saturation = rgb_to_hsv(smooth / 255.0)[..., 1]
     if float(saturation.max()) <= min_saturation:
         return np.zeros((height, width), dtype=bool)
     threshold = threshold_otsu(saturation) if float(saturation.min()) < float(saturation.max()) else min_saturation

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import threading
 import warnings
 from dataclasses import dataclass
@@ -71,9 +72,15 @@ def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
     if rgba.shape[2] == 3:
         return rgba
     rgb = rgba[..., :3]
+    if rgba.flags.c_contiguous and rgba.dtype == np.uint8:
+        # opaque when every pixel's alpha byte is 255: one pass over the pixels as 32-bit words
+        words = rgba.reshape(-1).view(np.uint32)
+        opaque = bool(words.min() >= 0xFF000000) if sys.byteorder == "little" else bool((words & 0xFF).min() == 0xFF)
+    else:
+        opaque = bool(rgba[..., 3].min() == 255)
+    if opaque:
+        return rgb  # a view: the caller copies the pixels once, where it needs them
     alpha = rgba[..., 3:4]
-    if alpha.min() == 255:
-        return np.ascontiguousarray(rgb)
     a = alpha.astype(np.uint16)
     out = (rgb.astype(np.uint16) * a + 255 * (255 - a) + 127) // 255
     return out.astype(np.uint8)
