@@ -2,13 +2,16 @@
 
     python benchmarks/train.py [--minutes 10] [--size 6144x4608] [--mpp 2.0] [--patch 128]
                                [--batch 8] [--threads 1] [--lr LR] [--epochs N1,N2] [--lr-step N]
+                               [--oversample T] [--enet-c C]
                                [--work DIR]
 
 1. Writes 3 synthetic biopsies (``--size`` at mpp 0.5, seeds 100-102) and tiles them
    at ``--mpp`` into ``--patch`` px patches with labels (min tissue 0.2).
 2. Data-pipeline ratio: the same training steps (ESPNet, batch ``--batch``) fed
-   (a) by the training DataLoader (zarr reads + augmentation, in the loop) and
-   (b) from batches already in memory; prints patches/s of each and a / b.
+   (a) by the training DataLoader (zarr reads + augmentation) with no worker process
+   (reads in the training loop), (a') with one loader process (reads overlap the
+   steps, what ``data.workers`` >= 1 gives) and (b) from batches already in memory;
+   prints patches/s of each and the ratios a / b, a' / b.
 3. Trains the default two-stage recipe (configs/biopsy.yaml; ``--lr``, ``--epochs``
    and ``--lr-step`` override it, the epochs also split the ``--minutes`` budget)
    on slides synth_000 and synth_001 with no validation slide, so nothing is chosen
@@ -61,11 +64,11 @@ def make_store(work: Path, size: tuple[int, int], mpp: float, patch: int) -> Pat
 
 
 def pipeline_ratio(store: Path, batch: int, steps: int) -> None:
+    """Training steps fed by the DataLoader (zarr reads + augmentation) with 0 and 1
+    loader processes, against the same steps on batches already in memory."""
     config = load_train_config(REPO / "configs" / "biopsy.yaml", store=store)
     ds = PatchDataset(store, ["synth_000", "synth_001"], normalization=IMAGENET_NORMALIZATION,
                       transform=Augmenter(config.augment, config.data.crop or ds_patch(store)))
-    sampler = EpochSampler(len(ds), shuffle=True, seed=0)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=0)
     model = create_model("espnet", len(config.classes))
     opt = torch.optim.Adam(model.parameters(), lr=5e-4)
     loss_fn = segmentation_loss(None)
@@ -76,30 +79,36 @@ def pipeline_ratio(store: Path, batch: int, steps: int) -> None:
         loss.backward()
         opt.step()
 
-    def batches():
+    def batches(workers: int):
+        sampler = EpochSampler(len(ds), shuffle=True, seed=0)
+        loader = torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers,
+                                             persistent_workers=workers > 0)
         epoch = 0
         while True:
             sampler.set_epoch(0, epoch)
             yield from loader
             epoch += 1
 
-    source = batches()
-    memory = [next(source) for _ in range(steps)]
+    feeds = {"loader, 0 workers (reads in the loop)": batches(0), "loader, 1 worker process": batches(1)}
+    memory = [next(feeds["loader, 0 workers (reads in the loop)"]) for _ in range(steps)]
     for images, labels in memory[:2]:  # warm-up of the kernels for this shape
         step(images, labels)
-    results = {}
-    for rnd in range(2):  # alternate the two feeds to share the machine's load fairly
-        for name in ("zarr + augment", "in memory"):
+    for source in feeds.values():  # start the worker process outside the timing
+        next(source)
+    results: dict[str, list[float]] = {}
+    for _ in range(2):  # alternate the feeds to share the machine's load fairly
+        for name in (*feeds, "in memory"):
             started = time.perf_counter()
             for i in range(steps):
-                images, labels = next(source) if name == "zarr + augment" else memory[i]
+                images, labels = next(feeds[name]) if name in feeds else memory[i]
                 step(images, labels)
             results.setdefault(name, []).append(steps * batch / (time.perf_counter() - started))
-    real, mem = np.mean(results["zarr + augment"]), np.mean(results["in memory"])
+    mem = np.mean(results["in memory"])
     print(f"data pipeline ({steps} steps x 2 rounds, batch {batch}, ESPNet, threads {torch.get_num_threads()}):")
-    print(f"  zarr reads + augmentation in the loop: {real:6.1f} patches/s")
-    print(f"  batches already in memory:             {mem:6.1f} patches/s")
-    print(f"  ratio: {real / mem:.3f}")
+    print(f"  batches already in memory:                  {mem:6.1f} patches/s")
+    for name in feeds:
+        real = np.mean(results[name])
+        print(f"  {name + ':':43s} {real:6.1f} patches/s, ratio {real / mem:.3f}")
 
 
 def ds_patch(store: Path) -> int:
@@ -138,6 +147,9 @@ def main() -> None:
                              "is split in this ratio)")
     parser.add_argument("--lr-step", type=int, default=None,
                         help="halve the lr every this many epochs (default: the recipe's)")
+    parser.add_argument("--oversample", type=float, default=None,
+                        help="data.oversample, the repeat-factor threshold (default: the recipe's)")
+    parser.add_argument("--enet-c", type=float, default=None, help="optim.enet_c (default: the recipe's)")
     parser.add_argument("--val-curve", action="store_true",
                         help="validate on the held-out slide every epoch (prints its mIoU curve)")
     parser.add_argument("--ratio-steps", type=int, default=10)
@@ -165,13 +177,17 @@ def main() -> None:
         config.optim.lr = args.lr
     if args.lr_step:
         config.optim.lr_step_epochs = args.lr_step
+    if args.oversample is not None:
+        config.data.oversample = args.oversample
+    if args.enet_c is not None:
+        config.optim.enet_c = args.enet_c
     if args.epochs:
         for stage, epochs in zip(config.stages, args.epochs.split(",")):
             stage.epochs = int(epochs)
     config.output.tensorboard = False
     print(f"training: {config.stage_model(0)} {config.stages[0].epochs} epochs then {config.stage_model(1)} "
           f"{config.stages[1].epochs} epochs, lr {config.optim.lr} halved every {config.optim.lr_step_epochs} epochs, "
-          f"class weights {config.optim.class_weights}, alpha3 {config.model.hparams.get('alpha3')}, batch {args.batch}, "
+          f"class weights {config.optim.class_weights} (c {config.optim.enet_c}), oversample {config.data.oversample}, alpha3 {config.model.hparams.get('alpha3')}, batch {args.batch}, "
           f"budget {args.minutes} min, threads {args.threads}")
     started = time.perf_counter()
     result = train(config, progress=False, overwrite=True)

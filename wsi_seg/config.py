@@ -3,6 +3,8 @@
 A YAML file (``configs/biopsy.yaml``) is validated into :class:`TrainConfig`;
 unknown keys and wrong types are refused with one line naming the file and the
 dotted key (``configs/x.yaml: data.val_fraction: Input should be less than 1``).
+Files are bounded before they are parsed (:data:`MAX_CONFIG_BYTES`, and
+:data:`MAX_CONFIG_VALUES` once YAML aliases are expanded).
 Command-line options override single values before validation
 (:func:`load_train_config`), so the library only ever sees a validated object.
 """
@@ -19,6 +21,7 @@ from wsi_seg.errors import ConfigError
 __all__ = [
     "AugmentConfig", "ClassConfig", "DataConfig", "ModelConfig", "OptimConfig", "OutputConfig",
     "StageConfig", "TrainConfig", "RunConfig", "load_train_config", "parse_train_config", "dump_config",
+    "read_class_list", "read_yaml_file", "MAX_CONFIG_BYTES", "MAX_CONFIG_VALUES",
 ]
 
 
@@ -70,6 +73,9 @@ class DataConfig(_Strict):
     batch_size: int = Field(8, gt=0)
     workers: int = Field(0, ge=0)
     cache_mb: float = Field(512, ge=0, description="decoded zarr chunks kept per process (MB)")
+    oversample: float = Field(0.0, ge=0.0, le=1.0, description=(
+        "repeat-factor sampling threshold t (kind patches): patches holding a class found in fewer than a "
+        "fraction t of the training patches are drawn more often (sqrt(t / f)); 0 = uniform"))
 
     @field_validator("size")
     @classmethod
@@ -228,11 +234,43 @@ def parse_train_config(raw: Mapping[str, Any], source: str = "config") -> TrainC
         raise ConfigError(_format_error(source, exc)) from None
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+#: Largest configuration file read (a recipe or class list is a few kilobytes).
+MAX_CONFIG_BYTES = 1024 * 1024
+#: Most values (mapping keys, list items, scalars) a configuration may hold once its YAML
+#: aliases are expanded: aliases can make a small file describe an enormous document.
+MAX_CONFIG_VALUES = 100_000
+
+
+def _count_values(node: Any, memo: dict[int, int]) -> int:
+    """Values in ``node`` with every alias expanded, counted without expanding them."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if isinstance(node, dict):
+        count = 1 + sum(_count_values(k, memo) + _count_values(v, memo) for k, v in node.items())
+    elif isinstance(node, (list, tuple)):
+        count = 1 + sum(_count_values(item, memo) for item in node)
+    else:
+        return 1
+    memo[key] = count
+    return count
+
+
+def read_yaml_file(path: str | Path, what: str = "config file") -> Any:
+    """The YAML document of a small trusted-format file, bounded: at most
+    :data:`MAX_CONFIG_BYTES` bytes and :data:`MAX_CONFIG_VALUES` values after alias
+    expansion. Raises :class:`ConfigError` naming the file (``what`` names its role)."""
     import yaml
 
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, expected a {what}")
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"{path}: {what} not found")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {size:,} bytes, larger than the limit of {MAX_CONFIG_BYTES:,} bytes "
+                          f"for a {what}")
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -240,12 +278,45 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{where}") from None
+        problem = getattr(exc, "problem", None)
+        raise ConfigError(f"{path}: not valid YAML{where}" + (f" ({problem})" if problem else "")) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
+    try:
+        values = _count_values(document, {})
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply or refers to itself (YAML aliases)") from None
+    if values > MAX_CONFIG_VALUES:
+        raise ConfigError(f"{path}: {values:,} values once YAML aliases are expanded, more than the limit of "
+                          f"{MAX_CONFIG_VALUES:,}")
+    return document
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    document = read_yaml_file(path)
     if document is None:
         document = {}
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top level")
     return document
+
+
+def read_class_list(path: str | Path) -> tuple[str, ...]:
+    """Class names from a YAML file: a list, or ``classes:`` holding names or ``{name: ...}``
+    mappings (a training recipe's class list). Raises :class:`ConfigError` naming the file."""
+    path = Path(path)
+    document = read_yaml_file(path, "class list")
+    if isinstance(document, dict):
+        document = document.get("classes")
+    if not isinstance(document, list) or not document:
+        raise ConfigError(f"{path}: expected a list of class names (or 'classes:' holding one)")
+    names = []
+    for entry in document:
+        name = entry.get("name") if isinstance(entry, dict) else entry
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"{path}: class entry {entry!r} has no name")
+        names.append(name.strip())
+    return tuple(names)
 
 
 def load_train_config(path: str | Path, *, store: str | Path | None = None, out: str | Path | None = None,

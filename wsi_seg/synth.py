@@ -14,7 +14,8 @@ A slide is built in two stages:
    a smooth random displacement (organic boundaries); stains are composed in
    optical-density space (Beer-Lambert): eosin modulated by fibre textures
    (oriented bundles in normal stroma, wavy in desmoplastic stroma, granular in
-   necrosis), haematoxylin from the stamped nuclei, red cells, pen ink, noise.
+   necrosis, which is also more eosinophilic and full of nuclear dust),
+   haematoxylin from the stamped nuclei, red cells, pen ink, noise.
 
 The mask written next to the slide is the upsampled label map itself, so it is
 the exact ground truth of what was rendered (pen ink is labelled background).
@@ -76,7 +77,7 @@ _TISSUE = {
     DESMOPLASTIC: (0.36, 0.10, 2, 0.45),
     SECRETION: (0.24, 0.05, 0, 0.15),
     BLOOD: (0.24, 0.03, 0, 0.20),
-    NECROSIS: (0.30, 0.11, 3, 0.70),
+    NECROSIS: (0.46, 0.15, 3, 0.70),
 }
 
 # object kinds stamped at full resolution: (channel, profile)
@@ -314,7 +315,8 @@ def _objects(rng: np.random.Generator, label: np.ndarray, mpp: float):
         (SECRETION, 60, (4.0, 0.8), (0.8, 1.0), (0.35, 0.1), _H, _SOLID, None),
         (BLOOD, 24000, (3.5, 0.25), (0.85, 1.0), (0.75, 0.1), _R, _RIM, None),
         (BLOOD, 250, (3.0, 0.3), (0.85, 1.0), (1.0, 0.1), _H, _SOLID, None),
-        (NECROSIS, 5000, (1.5, 0.5), (0.6, 1.0), (1.1, 0.2), _H, _SOLID, None),
+        (NECROSIS, 9000, (1.2, 0.4), (0.6, 1.0), (1.4, 0.2), _H, _SOLID, None),
+        (NECROSIS, 900, (2.4, 0.4), (0.8, 1.0), (1.6, 0.2), _H, _SOLID, None),
         (NECROSIS, 1500, (4.5, 1.0), (0.7, 1.0), (0.22, 0.06), _H, _SOLID, None),
     ]
     cols = []

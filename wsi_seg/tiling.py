@@ -24,6 +24,7 @@ from typing import Any
 import dask
 import numpy as np
 
+from wsi_seg.cluster import dask_client
 from wsi_seg.errors import InputError, WsiSegError
 from wsi_seg.geometry import batch_slices, tile_grid
 from wsi_seg.io.annotations import LabelSource, find_label_source, label_candidates
@@ -229,20 +230,6 @@ def _compute(tasks: list, *, scheduler, client, workers: int | None, progress: b
     return list(client.gather(futures))
 
 
-def _client(scheduler):
-    """``(client, owned)``: ``(None, False)`` for local schedulers."""
-    if scheduler is None or scheduler in _LOCAL_SCHEDULERS:
-        return None, False
-    from distributed import Client
-
-    if isinstance(scheduler, Client):
-        return scheduler, False
-    try:
-        return Client(str(scheduler), timeout="10s"), True
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise InputError(f"--scheduler {scheduler}: cannot connect to a dask scheduler ({exc})") from None
-
-
 def _parameters(mpp, patch, stride, class_names) -> dict[str, Any]:
     return {"mpp": float(mpp), "patch": int(patch), "stride": int(stride), "class_names": list(class_names)}
 
@@ -278,6 +265,7 @@ def tile_slides(
     min_tissue: float = 0.5,
     slide_mpp: float | None = None,
     scheduler=None,
+    cluster: str | None = None,
     workers: int | None = None,
     overwrite: bool = False,
     codec: str = DEFAULT_CODEC,
@@ -290,22 +278,23 @@ def tile_slides(
     ``stride`` (default ``patch``) the grid step in pixels at ``mpp``; ``min_tissue`` the
     smallest kept tissue fraction. ``scheduler`` is ``None`` (local threads), a local
     scheduler name (``"threads"``, ``"processes"``, ``"sync"``), a ``dask.distributed``
-    address or a ``Client``. Complete groups are skipped unless ``overwrite``; partial
-    groups are rebuilt. Per-slide failures are collected in the summary, not raised.
+    address or a ``Client``; ``cluster`` (``"local:N"``, instead of a scheduler) starts N
+    worker processes on this machine for the run (:func:`wsi_seg.cluster.dask_client`).
+    Complete groups are skipped unless ``overwrite``; partial groups are rebuilt.
+    Per-slide failures are collected in the summary, not raised.
     """
     stride = patch if stride is None else stride
     class_names = tuple(class_names) if class_names is not None else _default_class_names()
     _validate(mpp, patch, stride, min_tissue, class_names, masks_dir, batch)
     codec_spec = parse_codec(codec)
     paths = discover_slides(slides, masks_dir=masks_dir)
-    client, owned = _client(scheduler)  # before touching the store: a bad address leaves nothing behind
-    try:
-        return _tile(paths, store, client=client, scheduler=scheduler, workers=workers, progress=progress,
-                     masks_dir=masks_dir, class_names=class_names, mpp=mpp, patch=patch, stride=stride,
-                     min_tissue=min_tissue, slide_mpp=slide_mpp, overwrite=overwrite, codec=codec_spec, batch=batch)
-    finally:
-        if owned:
-            client.close()
+    named_local = cluster is None and scheduler in _LOCAL_SCHEDULERS
+    # connect before touching the store: a bad address leaves nothing behind
+    with dask_client(None if named_local else scheduler, cluster) as client:
+        return _tile(paths, store, client=client, scheduler=scheduler if named_local else None, workers=workers,
+                     progress=progress, masks_dir=masks_dir, class_names=class_names, mpp=mpp, patch=patch,
+                     stride=stride, min_tissue=min_tissue, slide_mpp=slide_mpp, overwrite=overwrite,
+                     codec=codec_spec, batch=batch)
 
 
 def _tile(paths, store, *, client, scheduler, workers, progress, masks_dir, class_names, mpp, patch, stride,

@@ -194,6 +194,16 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(store, tmp_path):
     assert not (tmp_path / "run" / "bad" / "last.pt").exists()
 
 
+def test_oversampling_run_draws_rare_patches_more_often(store, tmp_path, caplog):
+    config = _config(store, tmp_path / "run", data={"oversample": 0.9, "val_slides": []},
+                     stages=[{"model": "espnet_c", "epochs": 1}])
+    with caplog.at_level(logging.INFO, logger="wsi_seg"):
+        train(config, progress=False)
+    assert "rare-class oversampling (t = 0.9)" in caplog.text
+    assert len(_rows(tmp_path / "run")) == 1
+    assert read_checkpoint(tmp_path / "run" / "last.pt")["train_state"]["epoch"] == 1
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

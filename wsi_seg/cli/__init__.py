@@ -3,6 +3,7 @@ library function per command and prints a summary.
 
 Errors from :mod:`wsi_seg.errors` become one line on stderr and an exit code
 (2 bad input, 1 some items of a batch failed); ``--debug`` shows tracebacks.
+Usage errors (a bad option value) are one line too, exit code 2.
 """
 
 from __future__ import annotations
@@ -20,25 +21,37 @@ def _debug_enabled(ctx: click.Context) -> bool:
     return bool(ctx.params.get("debug")) or os.environ.get("WSI_SEG_DEBUG") == "1"
 
 
+def _one_line(text: object) -> str:
+    """A message on one line: YAML, torch and OS messages may span several."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
 class _WsiSegGroup(click.Group):
     """A click group that maps library errors to one stderr line and an exit code."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        except (click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except click.UsageError as exc:  # a bad option or argument: one line, and where to look
+            command = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            click.echo(f"wsi-seg: error: {_one_line(exc.format_message())} (see '{command} --help')", err=True)
+            ctx.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"wsi-seg: error: {_one_line(exc.format_message())}", err=True)
+            ctx.exit(exc.exit_code)
         except BatchError as exc:
             if _debug_enabled(ctx):
                 raise
             for item, reason in exc.failures:
-                click.echo(f"wsi-seg: failed: {item}: {reason}", err=True)
-            click.echo(f"wsi-seg: error: {exc}", err=True)
+                click.echo(f"wsi-seg: failed: {item}: {_one_line(reason)}", err=True)
+            click.echo(f"wsi-seg: error: {_one_line(exc)}", err=True)
             ctx.exit(exc.exit_code)
         except WsiSegError as exc:
             if _debug_enabled(ctx):
                 raise
-            click.echo(f"wsi-seg: error: {exc}", err=True)
+            click.echo(f"wsi-seg: error: {_one_line(exc)}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("wsi-seg: interrupted", err=True)
@@ -47,7 +60,8 @@ class _WsiSegGroup(click.Group):
             if _debug_enabled(ctx):
                 raise
             click.echo(
-                f"wsi-seg: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+                f"wsi-seg: internal error: {type(exc).__name__}: {_one_line(exc)} "
+                "(rerun with --debug for the traceback)",
                 err=True,
             )
             ctx.exit(1)

@@ -66,9 +66,9 @@ def evaluate_dataset_command(config_path, root, model_path, split, resize, json_
                             ignore_index=config.optim.ignore_index, progress=not no_progress)
     click.echo(format_report(result))
     if json_out is not None:
-        tmp = json_out.with_name(f".{json_out.name}.tmp")
-        tmp.write_text(json.dumps(result.as_dict(), indent=2))
-        tmp.replace(json_out)
+        from wsi_seg.io.atomic import write_text
+
+        write_text(json_out, json.dumps(result.as_dict(), indent=2))
         click.echo(f"wrote {json_out}")
 
 

@@ -53,9 +53,17 @@ def _positive(ctx, param, value):
                    "label at that size, e.g. 1024x512 (Cityscapes), 384x384 (VOC).")
 @click.option("--color", is_flag=True, help="Images only: also write a colour view, OUT.color.png.")
 @click.option("--overwrite", is_flag=True, help="Redo slides whose mask already exists.")
+@click.option("--scheduler", metavar="ADDRESS", default=None,
+              help="Run the slides on the dask.distributed scheduler at ADDRESS (tcp://HOST:8786), one task per "
+                   "slide; its workers must see the slides, model and output under the same paths.")
+@click.option("--cluster", metavar="local:N", default=None,
+              help="Start N worker processes on this machine for the run (one slide at a time each).")
+@click.option("--worker-threads", type=click.IntRange(1, 256), default=1, show_default=True, metavar="N",
+              help="torch threads in each worker of --scheduler/--cluster.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def predict_command(slides, output, model_path, mpp, tile, overlap, mask_mpp, slide_mpp, batch_size, workers, device,
-                    backend, no_optimize, probabilities, resize, color, overwrite, no_progress):
+                    backend, no_optimize, probabilities, resize, color, overwrite, scheduler, cluster, worker_threads,
+                    no_progress):
     """Segment SLIDES into pyramidal label masks (TIFF, palette, mpp tags).
 
     \b
@@ -69,17 +77,25 @@ def predict_command(slides, output, model_path, mpp, tile, overlap, mask_mpp, sl
     --tile), or at --resize WxH; --color adds OUT.color.png.
 
     \b
+    --scheduler ADDRESS or --cluster local:N spread the slides over the
+    workers of a dask.distributed cluster; each worker loads the model once.
+
+    \b
     Examples:
       wsi-seg predict slide.svs -o slide.mask.tif --model run/best.pt
       wsi-seg predict slides/ -o masks/ --model run/best.pt --mask-mpp 2
+      wsi-seg predict slides/ -o masks/ --model run/best.pt --cluster local:4
       wsi-seg predict street.png -o street.labels.png --model city.pt --resize 1024x512 --color
       wsi-seg predict slide.svs -o slide.mask.tif --model best.onnx --backend onnx
     """
-    from wsi_seg.inference.predictor import make_predictor
-    from wsi_seg.inference.slide import PredictOptions, predict_slide, predict_slides
+    from wsi_seg.cluster import dask_client, parse_cluster
+    from wsi_seg.inference.predictor import ModelSpec
+    from wsi_seg.inference.slide import PredictOptions, describe, predict_slide, predict_slides
     from wsi_seg.tiling import discover_slides
 
     if output.suffix.lower() == ".png" and any(p.suffix.lower() in IMAGE_SUFFIXES for p in slides):
+        if scheduler is not None or cluster is not None:
+            raise click.UsageError("--scheduler and --cluster apply to slides, not to ordinary images")
         predictor_args = {"backend": backend, "device": device, "optimize": not no_optimize}
         _predict_image(slides, output, model_path, resize=resize, color=color, tile=tile, overlap=overlap,
                        batch_size=batch_size, predictor_args=predictor_args, overwrite=overwrite,
@@ -90,6 +106,10 @@ def predict_command(slides, output, model_path, mpp, tile, overlap, mask_mpp, sl
         raise click.UsageError("--resize and --color apply to ordinary images (IMAGE.png/.jpg -o OUT.png), "
                                "not to slides")
 
+    if scheduler is not None and cluster is not None:
+        raise click.UsageError("give --scheduler or --cluster, not both")
+    if cluster is not None:
+        parse_cluster(cluster)
     paths = discover_slides(slides)
     single_file = len(paths) == 1 and output.suffix.lower() in MASK_SUFFIXES
     if probabilities is not None and not single_file:
@@ -108,19 +128,21 @@ def predict_command(slides, output, model_path, mpp, tile, overlap, mask_mpp, sl
             raise OutputError(f"{output}: exists and is not a folder (several slides need an output folder)")
         if not output.parent.is_dir():
             raise OutputError(f"{output}: folder {output.parent} does not exist")
-        output.mkdir(exist_ok=True)
 
     options = PredictOptions(tile=tile, overlap=overlap, mpp=mpp, mask_mpp=mask_mpp, slide_mpp=slide_mpp,
                              batch_size=batch_size, read_threads=workers, probabilities=probabilities,
-                             progress=not no_progress)
-    predictor = make_predictor(model_path, backend=backend, device=device, optimize=not no_optimize)
-    options.validate(predictor)
-    if single_file:
-        res = predict_slide(paths[0], output, predictor, options)
-        click.echo(f"wrote {res.output} ({res.size[0]}x{res.size[1]} at {res.mask_mpp:g} um/px; "
-                   f"{res.tiles_run}/{res.tiles_total} tiles with tissue; {res.seconds:.1f} s)")
-        return
-    results = predict_slides(paths, output, predictor, options, overwrite=overwrite, report=click.echo)
+                             progress=not no_progress, worker_threads=worker_threads)
+    model = ModelSpec(model_path, backend=backend, device=device, optimize=not no_optimize)
+    on_cluster = scheduler is not None or cluster is not None
+    predictor = model if on_cluster else model.load()  # a cluster's workers load the model themselves
+    options.validate(model.probe() if on_cluster else predictor)
+    with dask_client(scheduler, cluster) as client:  # a bad address leaves nothing behind
+        if single_file:
+            click.echo(describe(predict_slide(paths[0], output, predictor, options, client=client)))
+            return
+        output.mkdir(exist_ok=True)
+        results = predict_slides(paths, output, predictor, options, overwrite=overwrite, report=click.echo,
+                                 client=client)
     click.echo(f"done: {len(results)} predicted, {len(paths) - len(results)} skipped")
 
 
@@ -167,9 +189,9 @@ def evaluate_command(pred, truth, classes, ignore_index, json_out):
     if json_out is not None:
         if not json_out.parent.is_dir():
             raise OutputError(f"{json_out}: folder {json_out.parent} does not exist")
-        tmp = json_out.with_name(f".{json_out.name}.tmp")
-        tmp.write_text(json.dumps(result.as_dict(), indent=2))
-        tmp.replace(json_out)
+        from wsi_seg.io.atomic import write_text
+
+        write_text(json_out, json.dumps(result.as_dict(), indent=2))
         click.echo(f"wrote {json_out}")
 
 

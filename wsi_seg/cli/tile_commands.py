@@ -16,23 +16,9 @@ def _class_names(value: str | None) -> tuple[str, ...] | None:
         return None
     path = Path(value)
     if path.suffix.lower() in (".yaml", ".yml") or path.is_file():
-        import yaml
+        from wsi_seg.config import read_class_list
 
-        try:
-            document = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: cannot read the class list ({exc})") from None
-        if isinstance(document, dict):
-            document = document.get("classes")
-        if not isinstance(document, list) or not document:
-            raise ConfigError(f"{path}: expected a list of class names (or 'classes:' holding one)")
-        names = []
-        for entry in document:
-            name = entry.get("name") if isinstance(entry, dict) else entry
-            if not isinstance(name, str) or not name.strip():
-                raise ConfigError(f"{path}: class entry {entry!r} has no name")
-            names.append(name.strip())
-        return tuple(names)
+        return read_class_list(path)  # size-bounded, ConfigError naming the file
     names = tuple(name.strip() for name in value.split(",") if name.strip())
     if not names:
         raise ConfigError(f"--classes {value!r}: no class names")
@@ -52,12 +38,16 @@ def _class_names(value: str | None) -> tuple[str, ...] | None:
 @click.option("--min-tissue", type=float, default=0.5, show_default=True,
               help="Smallest tissue fraction of a kept patch.")
 @click.option("--slide-mpp", type=float, default=None, help="Level-0 microns per pixel of slides that lack it.")
-@click.option("--scheduler", default=None, help="dask.distributed scheduler address [default: local threads].")
+@click.option("--scheduler", default=None,
+              help="dask.distributed scheduler address, tcp://HOST:8786 [default: local threads]; its workers "
+                   "must see the slides and the store under the same paths.")
+@click.option("--cluster", metavar="local:N", default=None,
+              help="Start N worker processes of one thread on this machine for the run.")
 @click.option("--workers", type=int, default=None, help="Local worker threads [default: one per core].")
 @click.option("--overwrite", is_flag=True, help="Rebuild groups that are already complete.")
 @click.option("--codec", default=None, help="Image codec: zstd[:LEVEL], blosc-lz4, none, jpeg[:Q], webp[:Q], jpegxl[:Q].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def tile(slides, store, masks_dir, classes, mpp, patch, stride, min_tissue, slide_mpp, scheduler, workers,
+def tile(slides, store, masks_dir, classes, mpp, patch, stride, min_tissue, slide_mpp, scheduler, cluster, workers,
          overwrite, codec, quiet):
     """Write the tissue patches of SLIDES (files or folders) into a zarr patch store.
 
@@ -68,8 +58,8 @@ def tile(slides, store, masks_dir, classes, mpp, patch, stride, min_tissue, slid
 
     summary = tile_slides(
         slides, store, masks_dir=masks_dir, class_names=_class_names(classes), mpp=mpp, patch=patch,
-        stride=stride, min_tissue=min_tissue, slide_mpp=slide_mpp, scheduler=scheduler, workers=workers,
-        overwrite=overwrite, codec=codec or DEFAULT_CODEC, progress=not quiet,
+        stride=stride, min_tissue=min_tissue, slide_mpp=slide_mpp, scheduler=scheduler, cluster=cluster,
+        workers=workers, overwrite=overwrite, codec=codec or DEFAULT_CODEC, progress=not quiet,
     )
     click.echo(
         f"{store}: {len(summary.done)} slide(s) tiled, {len(summary.skipped)} skipped (complete), "

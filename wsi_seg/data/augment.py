@@ -26,13 +26,25 @@ _RGB_FROM_HED = _STAINS.astype(np.float32)
 _HED_FROM_RGB = np.linalg.inv(_STAINS).astype(np.float32)
 
 
+#: optical density of each uint8 value, -log((v + 1) / 256)
+_OD_OF_VALUE = (-np.log((np.arange(256, dtype=np.float64) + 1.0) / 256.0)).astype(np.float32)
+
+
 def hed_jitter(image: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """Scale and shift the three stain densities of an (H, W, 3) uint8 RGB image."""
-    od = -np.log((image.astype(np.float32) + 1.0) / 256.0)
-    hed = od.reshape(-1, 3) @ _HED_FROM_RGB
-    hed = hed * np.asarray(scale, np.float32) + np.asarray(shift, np.float32)
-    rgb = 256.0 * np.exp(-(hed @ _RGB_FROM_HED)) - 1.0
-    return np.clip(rgb, 0, 255).reshape(image.shape).round().astype(np.uint8)
+    """Scale and shift the three stain densities of an (H, W, 3) uint8 RGB image.
+
+    Deconvolve to stain densities, scale and shift them, convolve back: one affine
+    map in optical density, ``od @ (HED_FROM_RGB diag(scale) RGB_FROM_HED) + shift @
+    RGB_FROM_HED``, applied to densities looked up per uint8 value.
+    """
+    matrix = (_HED_FROM_RGB * np.asarray(scale, np.float32)[None, :]) @ _RGB_FROM_HED
+    offset = np.asarray(shift, np.float32) @ _RGB_FROM_HED
+    od = _OD_OF_VALUE[image.reshape(-1, 3)]
+    rgb = np.exp(-(od @ matrix.astype(np.float32) + offset.astype(np.float32)))
+    rgb *= np.float32(256.0)
+    rgb -= np.float32(1.0)
+    np.clip(rgb, 0, 255, out=rgb)
+    return np.rint(rgb, out=rgb).astype(np.uint8).reshape(image.shape)
 
 
 def random_crop(image: np.ndarray, label: np.ndarray, size: int, rng: np.random.Generator,

@@ -23,7 +23,7 @@ from wsi_seg.data.transforms import normalize
 from wsi_seg.errors import InputError
 from wsi_seg.io.store import open_patch_store
 
-__all__ = ["PatchDataset", "StoreInfo", "describe_store", "split_slides", "label_histogram"]
+__all__ = ["PatchDataset", "StoreInfo", "describe_store", "split_slides", "label_histogram", "label_statistics"]
 
 Transform = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
 
@@ -102,21 +102,39 @@ def label_histogram(store: str | Path, slides: Sequence[str], num_classes: int,
                     ignore_index: int = 255) -> np.ndarray:
     """Pixel counts per class over the labels of ``slides`` (``ignore_index`` skipped);
     a class id outside ``[0, num_classes)`` raises :class:`InputError`."""
+    return label_statistics(store, slides, num_classes, ignore_index)[0]
+
+
+def label_statistics(store: str | Path, slides: Sequence[str], num_classes: int,
+                     ignore_index: int = 255) -> tuple[np.ndarray, np.ndarray]:
+    """``(counts, presence)`` in one pass over the labels of ``slides``: pixel counts
+    per class (``ignore_index`` skipped) and an (N, num_classes) boolean array of the
+    classes each patch contains, patches in :class:`PatchDataset` order. A class id
+    outside ``[0, num_classes)`` raises :class:`InputError`."""
     groups = {g.name: g for g in open_patch_store(store)}
     counts = np.zeros(256, np.int64)
+    presence = []
     for name in slides:
         label = groups[name].label
         if label is None:
             raise InputError(f"{store}: slide {name} has no labels")
         step = max(1, label.chunks[0])
         for start in range(0, label.shape[0], step):
-            counts += np.bincount(np.asarray(label[start:start + step]).reshape(-1), minlength=256)
+            block = np.asarray(label[start:start + step]).reshape(min(step, label.shape[0] - start), -1)
+            per_patch = np.zeros((block.shape[0], 256), np.int64)
+            for row, values in enumerate(block):
+                per_patch[row] = np.bincount(values, minlength=256)
+            counts += per_patch.sum(axis=0)
+            presence.append(per_patch[:, :num_classes] > 0)
     counts[ignore_index] = 0
     bad = np.flatnonzero(counts[num_classes:])
     if bad.size:
         raise InputError(f"{store}: labels hold class id {int(bad[0]) + num_classes}, but the config has "
                          f"{num_classes} classes (ids 0..{num_classes - 1})")
-    return counts[:num_classes]
+    present = np.concatenate(presence, axis=0) if presence else np.zeros((0, num_classes), bool)
+    if ignore_index < num_classes:
+        present[:, ignore_index] = False
+    return counts[:num_classes], present
 
 
 class PatchDataset(Dataset):

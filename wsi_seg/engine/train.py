@@ -14,6 +14,11 @@ Run folder::
     RUN/<stage>/last.pt, RUN/<stage>/best.pt
     RUN/train.log        the log lines
 
+Kills. Every file is replaced atomically, and an epoch is committed by writing
+RUN/last.pt after its metrics row and best.pt: a run killed at any moment resumes
+(``--resume``) from the last committed epoch, keeps the metrics rows up to it and
+redoes the rest.
+
 Determinism: the model is initialised from ``run.seed``; the sample order of
 each epoch and every sample's augmentation seed are drawn from
 ``(seed, stage, epoch)``, so they do not depend on workers or on a resume.
@@ -44,10 +49,12 @@ from torch.utils.data import DataLoader, Sampler
 from wsi_seg.config import TrainConfig, dump_config
 from wsi_seg.data.augment import Augmenter
 from wsi_seg.data.image_pairs import ImagePairDataset, ImagePairs, open_pairs, pairs_histogram
-from wsi_seg.data.patches import PatchDataset, StoreInfo, describe_store, label_histogram, split_slides
+from wsi_seg.data.patches import PatchDataset, StoreInfo, describe_store, label_statistics, split_slides
 from wsi_seg.engine.losses import downsample_labels, enet_class_weights, segmentation_loss
+from wsi_seg.engine.sampling import repeat_factors
 from wsi_seg.engine.metrics import ConfusionMatrix
 from wsi_seg.errors import CheckpointError, ConfigError, InputError, OutputError, WsiSegError
+from wsi_seg.io.atomic import temp_file, write_text
 from wsi_seg.models.checkpoint import (IMAGENET_NORMALIZATION, load_matching, make_checkpoint, read_checkpoint,
                                        save_checkpoint)
 from wsi_seg.models.pretrained import ESPNET_CITYSCAPES_NORMALIZATION
@@ -151,13 +158,21 @@ class EpochSampler(Sampler):
     indices otherwise. With ``world`` ranks each takes every ``world``-th
     position, the list padded cyclically so that all ranks get as many samples
     (like ``DistributedSampler``); ``pad=False`` for validation, where each
-    sample must count once."""
+    sample must count once. With ``weights`` (shuffling only) an epoch draws
+    ``size`` samples with replacement, each with probability proportional to its
+    weight (rare-class oversampling, :mod:`wsi_seg.engine.sampling`)."""
 
     def __init__(self, size: int, *, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1,
-                 pad: bool = True):
+                 pad: bool = True, weights: np.ndarray | None = None):
         self.size, self.shuffle, self.seed = int(size), shuffle, int(seed)
         self.rank, self.world, self.pad = rank, world, pad
         self.stage, self.epoch = 0, 0
+        self.probabilities = None
+        if weights is not None:
+            weights = np.asarray(weights, np.float64)
+            if weights.shape != (self.size,) or not np.all(weights >= 0) or not weights.sum() > 0:
+                raise ValueError(f"weights must be {self.size} non-negative numbers, not all zero")
+            self.probabilities = weights / weights.sum()
 
     def set_epoch(self, stage: int, epoch: int) -> None:
         self.stage, self.epoch = int(stage), int(epoch)
@@ -167,7 +182,10 @@ class EpochSampler(Sampler):
             order, seeds = np.arange(self.size), None
         else:
             rng = np.random.default_rng([self.seed, self.stage, self.epoch])
-            order = rng.permutation(self.size)
+            if self.probabilities is None:
+                order = rng.permutation(self.size)
+            else:
+                order = rng.choice(self.size, size=self.size, replace=True, p=self.probabilities)
             seeds = rng.integers(0, 2**63 - 1, self.size)
         if self.pad and self.world > 1 and self.size:
             total = math.ceil(self.size / self.world) * self.world
@@ -252,6 +270,7 @@ class _Plan:
     init_path: Path | None
     resume: dict[str, Any] | None
     images: tuple[ImagePairs, ImagePairs | None] | None = None  # data.kind cityscapes / voc
+    sample_weights: np.ndarray | None = None  # per training patch (data.oversample), None = uniform
 
     def datasets(self, augment: Augmenter) -> tuple[Any, Any]:
         """The training dataset (augmented) and the validation dataset (or None)."""
@@ -370,18 +389,22 @@ def _prepare(config: TrainConfig, *, resume: bool, init: Path | None, overwrite:
                                   f"which {config.stage_model(i)} needs")
     if crop > store.patch:
         raise ConfigError(f"data.crop: {crop} px is larger than the store's patches ({store.patch} px)")
-    counts = None
-    if config.optim.class_weights == "enet":
-        counts = label_histogram(store.path, train_slides, num_classes, config.optim.ignore_index)
-        if counts.sum() == 0:
+    counts, sample_weights = None, None
+    if config.optim.class_weights == "enet" or config.data.oversample > 0:
+        histogram, presence = label_statistics(store.path, train_slides, num_classes, config.optim.ignore_index)
+        if histogram.sum() == 0:
             raise InputError(f"{store.path}: the training slides hold no labelled pixels")
+        counts = histogram if config.optim.class_weights == "enet" else None
+        if config.data.oversample > 0:
+            sample_weights = repeat_factors(presence, config.data.oversample)
     return _finish_plan(config, store, train_slides, val_slides, crop, counts, resume=resume, init=init,
-                        overwrite=overwrite)
+                        overwrite=overwrite, sample_weights=sample_weights)
 
 
 def _finish_plan(config: TrainConfig, store: StoreInfo | None, train_slides: list[str], val_slides: list[str],
                  crop: int, counts: np.ndarray | None, *, resume: bool, init: Path | None, overwrite: bool,
-                 images: tuple[ImagePairs, ImagePairs | None] | None = None) -> _Plan:
+                 images: tuple[ImagePairs, ImagePairs | None] | None = None,
+                 sample_weights: np.ndarray | None = None) -> _Plan:
     run_dir = Path(config.output.dir)
     resume_ckpt = _check_run_dir(run_dir, resume=resume, overwrite=overwrite)
     init_ckpt, normalization = None, dict(NORMALIZATIONS[config.data.normalization])
@@ -393,7 +416,7 @@ def _finish_plan(config: TrainConfig, store: StoreInfo | None, train_slides: lis
     weights = enet_class_weights(counts, config.optim.enet_c) if counts is not None else None
     _check_writable(run_dir)
     return _Plan(config, run_dir, store, train_slides, val_slides, weights, normalization, crop,
-                 init_ckpt, Path(init) if init is not None else None, resume_ckpt, images)
+                 init_ckpt, Path(init) if init is not None else None, resume_ckpt, images, sample_weights)
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -418,12 +441,16 @@ class _Outputs:
             order = {plan.config.stage_name(i): i for i in range(len(plan.config.stages))}
             with open(path, newline="") as fh:
                 for row in csv.DictReader(fh):
+                    if row.get("time_s") in (None, "") or not str(row.get("epoch", "")).isdigit():
+                        continue  # a row cut short by a kill: its epoch is redone
                     if (order.get(row["stage"], len(order)), int(row["epoch"])) <= resume_point:
-                        kept.append(row)
-        with open(path, "w", newline="") as fh:
+                        kept.append({key: row.get(key, "") for key in self.columns})
+        tmp = temp_file(path)
+        with open(tmp, "w", newline="") as fh:
             writer = csv.DictWriter(fh, self.columns)
             writer.writeheader()
             writer.writerows(kept)
+        os.replace(tmp, path)
         self.handler = logging.FileHandler(self.run_dir / "train.log")
         self.handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         log.addHandler(self.handler)
@@ -538,7 +565,7 @@ class _StageRunner:
         augment = Augmenter(cfg.augment, plan.crop, ignore_index=cfg.optim.ignore_index)
         train_ds, val_ds = plan.datasets(augment)
         train_sampler = EpochSampler(len(train_ds), shuffle=True, seed=cfg.run.seed, rank=dist.rank,
-                                     world=dist.world)
+                                     world=dist.world, weights=plan.sample_weights)
         val_sampler = EpochSampler(len(val_ds), shuffle=False, rank=dist.rank, world=dist.world, pad=False) \
             if val_ds is not None else None
         train_loader, val_loader = self._loaders(stage, train_ds, val_ds, train_sampler, val_sampler)
@@ -574,15 +601,8 @@ class _StageRunner:
                                "metrics": {"train_loss": train_loss, "val_loss": val_loss, "miou": miou}}
                 if scaler.is_enabled():
                     train_state["scaler"] = scaler.state_dict()
-                ckpt = self._checkpoint(stage, model, train_state, hparams)
-                save_checkpoint(ckpt, stage_dir / "last.pt")
-                save_checkpoint(ckpt, plan.run_dir / "last.pt")
-                if improved:
-                    best_ckpt = self._checkpoint(stage, model, None, hparams)
-                    best_ckpt["metrics"] = {"miou": miou, "epoch": epoch + 1, "stage": name}
-                    save_checkpoint(best_ckpt, stage_dir / "best.pt")
-                    if stage == len(cfg.stages) - 1:
-                        save_checkpoint(best_ckpt, plan.run_dir / "best.pt")
+                # RUN/last.pt is the commit point of an epoch, written last: a run killed before it
+                # resumes from the previous epoch, whose later metrics row and best.pt it rewrites
                 iou = cm.iou() if cm is not None else np.full(self.num_classes, np.nan)
                 row = {"stage": name, "epoch": epoch + 1, "step": step, "lr": lr_now, "train_loss": train_loss,
                        "val_loss": val_loss}
@@ -590,6 +610,15 @@ class _StageRunner:
                 row.update({"miou": miou, "pixel_accuracy": cm.pixel_accuracy() if cm is not None else float("nan"),
                             "time_s": round(elapsed, 3)})
                 self.outputs.row(row, step)
+                if improved:
+                    best_ckpt = self._checkpoint(stage, model, None, hparams)
+                    best_ckpt["metrics"] = {"miou": miou, "epoch": epoch + 1, "stage": name}
+                    save_checkpoint(best_ckpt, stage_dir / "best.pt")
+                    if stage == len(cfg.stages) - 1:
+                        save_checkpoint(best_ckpt, plan.run_dir / "best.pt")
+                ckpt = self._checkpoint(stage, model, train_state, hparams)
+                save_checkpoint(ckpt, stage_dir / "last.pt")
+                save_checkpoint(ckpt, plan.run_dir / "last.pt")
                 rate = len(train_sampler) * dist.world / max(train_seconds, 1e-9)
                 log.info("%s epoch %d/%d  step %d  lr %.2e  loss %.4f  val_loss %.4f  mIoU %.4f  %.1f patch/s  "
                          "%.1fs%s", name, epoch + 1, epochs, step, lr_now, train_loss, val_loss, miou, rate,
@@ -710,10 +739,14 @@ def _train(config: TrainConfig, dist: _Dist, device: torch.device, *, resume: bo
     outputs = _Outputs(plan, dist.main, resume_point)
     try:
         if dist.main:
-            (plan.run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
+            write_text(plan.run_dir / "config.yaml", dump_config(config))
             log.info("training on %s (%d process(es)); %s", device, dist.world, plan.describe())
             if plan.class_weights is not None:
                 log.info("class weights (ENet): %s", " ".join(f"{w:.2f}" for w in plan.class_weights.tolist()))
+            if plan.sample_weights is not None:
+                factors = plan.sample_weights
+                log.info("rare-class oversampling (t = %g): patch repeat factors %.2f to %.2f, %d of %d patches boosted",
+                         config.data.oversample, factors.min(), factors.max(), int((factors > 1).sum()), factors.size)
         result = TrainResult(plan.run_dir)
         runner = _StageRunner(plan, dist, device, outputs, progress)
         budget_end = time.monotonic() + 60 * config.run.max_minutes if config.run.max_minutes else None

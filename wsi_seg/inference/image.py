@@ -11,7 +11,6 @@ otherwise; with ``resize`` = (width, height) the label has that size.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,13 +72,16 @@ def color_path(output: str | Path) -> Path:
 
 
 def _atomic_save(image, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
+    from wsi_seg.io.atomic import is_output_problem, output_error, temp_file
+
+    tmp = temp_file(path, ".png")  # OutputError when the folder cannot be written
     try:
         image.save(tmp, format="PNG")
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if is_output_problem(exc):
+            raise output_error(path, exc) from None
         raise
 
 

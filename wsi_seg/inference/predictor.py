@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -29,9 +30,10 @@ BACKENDS = ("torch", "onnx")
 
 
 def make_predictor(model_path: str | os.PathLike, *, backend: str = "torch", device: str | None = None,
-                   optimize: bool = True):
+                   optimize: bool = True, threads: int | None = None):
     """A predictor for ``model_path``: a wsi-seg checkpoint run by PyTorch (``backend="torch"``)
-    or an ONNX file from ``wsi-seg export-onnx`` run by onnxruntime (``backend="onnx"``)."""
+    or an ONNX file from ``wsi-seg export-onnx`` run by onnxruntime (``backend="onnx"``).
+    ``threads`` sets onnxruntime's intra-op threads (torch's are set per process, by the caller)."""
     path = Path(model_path)
     if backend == "torch":
         if path.suffix.lower() == ".onnx":
@@ -42,8 +44,32 @@ def make_predictor(model_path: str | os.PathLike, *, backend: str = "torch", dev
             raise InputError(f"{path}: --backend onnx takes an .onnx file from `wsi-seg export-onnx`")
         from wsi_seg.inference.onnx_backend import OnnxPredictor
 
-        return OnnxPredictor(path, device=device)
+        return OnnxPredictor(path, device=device, threads=threads)
     raise InputError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What :func:`make_predictor` needs, as plain values: the form in which a model
+    travels to the workers of a cluster, each of which loads it itself."""
+
+    path: Path
+    backend: str = "torch"
+    device: str | None = None
+    optimize: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+    def load(self, *, threads: int | None = None):
+        """The predictor, loaded in this process."""
+        return make_predictor(self.path, backend=self.backend, device=self.device, optimize=self.optimize,
+                              threads=threads)
+
+    def probe(self):
+        """The model loaded on this machine's CPU as stored, to check options against
+        (tile multiple, classes) before any work is sent out."""
+        return make_predictor(self.path, backend=self.backend, device="cpu", optimize=False, threads=1)
 
 
 class TorchPredictor:

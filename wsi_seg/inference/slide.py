@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +49,7 @@ class PredictOptions:
     tissue_mpp: float = 8.0
     probabilities: Path | None = None  # optional float16 per-class probabilities (zarr)
     progress: bool = True
+    worker_threads: int = 1           # torch threads in each cluster worker (runs with a client)
 
     def validate(self, predictor) -> None:
         """Refuse tile settings the model cannot run (before any slide is touched)."""
@@ -79,7 +79,10 @@ def _ascii(text: str) -> str:
 
 
 def output_path_for(slide: Path, out_dir: Path) -> Path:
-    return out_dir / f"{slide.stem}.mask.tif"
+    """``out_dir/<stem>.mask.tif``, the stem made safe: the mask is always a file directly in ``out_dir``."""
+    from wsi_seg.io.names import child, safe_name
+
+    return child(out_dir, f"{safe_name(Path(slide).stem)}.mask.tif")
 
 
 def _nearest_index(n_out: int, out_mpp: float, src_mpp: float, n_src: int) -> np.ndarray:
@@ -95,8 +98,10 @@ class _ProbabilityStore:
     def __init__(self, path: Path, classes: int, width: int, height: int, chunk: int, attrs: dict):
         import zarr
 
+        from wsi_seg.io.atomic import temp_dir
+
         self.path = path
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        self.tmp = temp_dir(path, ".partial")  # removed by the next write of path if this run is killed
         root = zarr.open_group(str(self.tmp), mode="w")
         root.attrs.update(attrs)
         self.array = root.create_array("probabilities", shape=(classes, height, width), dtype="float16",
@@ -115,10 +120,21 @@ class _ProbabilityStore:
 
 
 def predict_slide(slide_path: str | os.PathLike, output: str | os.PathLike, predictor,
-                  options: PredictOptions | None = None) -> SlidePrediction:
-    """Predict one slide into a pyramidal label TIFF at ``output`` (atomic)."""
+                  options: PredictOptions | None = None, *, client=None) -> SlidePrediction:
+    """Predict one slide into a pyramidal label TIFF at ``output`` (atomic).
+
+    With a ``dask.distributed`` ``client``, ``predictor`` is a
+    :class:`~wsi_seg.inference.predictor.ModelSpec` and a worker of the cluster does the
+    work (:mod:`wsi_seg.inference.workers`)."""
     from tqdm import tqdm
 
+    if client is not None:
+        from wsi_seg.inference.workers import predict_on_workers
+
+        ((_, outcome),) = predict_on_workers(client, [(slide_path, output)], predictor, options)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
     opts = options or PredictOptions()
     started = time.perf_counter()
     slide_path, output = Path(slide_path), Path(output)
@@ -216,29 +232,62 @@ def predict_slide(slide_path: str | os.PathLike, output: str | os.PathLike, pred
                            len(run_positions), time.perf_counter() - started, counts.tolist())
 
 
+def describe(res: SlidePrediction) -> str:
+    """The line that reports a finished slide."""
+    return (f"wrote {res.output} ({res.size[0]}x{res.size[1]} at {res.mask_mpp:g} um/px; "
+            f"{res.tiles_run}/{res.tiles_total} tiles with tissue; {res.seconds:.1f} s)")
+
+
+def _predict_each(jobs, predictor, options) -> Iterator[tuple[int, SlidePrediction | WsiSegError]]:
+    for index, (path, out) in enumerate(jobs):
+        try:
+            res = predict_slide(path, out, predictor, options)
+        except WsiSegError as exc:
+            yield index, exc
+            continue
+        except Exception as exc:  # an unexpected failure of one slide must not stop the batch
+            yield index, WsiSegError(f"{path}: {type(exc).__name__}: {exc}")
+            continue
+        yield index, res
+
+
 def predict_slides(slides: Sequence[Path], out_dir: Path, predictor, options: PredictOptions | None = None, *,
-                   overwrite: bool = False, report: Callable[[str], None] = print) -> list[SlidePrediction]:
+                   overwrite: bool = False, report: Callable[[str], None] = print,
+                   client=None) -> list[SlidePrediction]:
     """Predict many slides into ``out_dir/<stem>.mask.tif``: finished outputs are
     skipped unless ``overwrite``; a bad slide is reported and the rest go on
-    (:class:`BatchError` at the end)."""
-    results, failures = [], []
+    (:class:`BatchError` at the end).
+
+    With a ``dask.distributed`` ``client``, ``predictor`` is a
+    :class:`~wsi_seg.inference.predictor.ModelSpec` and the slides are spread over the
+    cluster's workers, one task per slide (:mod:`wsi_seg.inference.workers`); they are
+    reported as they finish and returned in the order given."""
+    jobs = []
     for path in slides:
         out = output_path_for(path, out_dir)
         if out.exists() and not overwrite:
             report(f"skip {path.name}: {out} exists (pass --overwrite to redo)")
             continue
-        try:
-            res = predict_slide(path, out, predictor, options)
-        except WsiSegError as exc:
-            reason = str(exc)
+        jobs.append((path, out))
+    if client is None:
+        outcomes = _predict_each(jobs, predictor, options)
+    else:
+        from wsi_seg.inference.workers import predict_on_workers
+
+        outcomes = predict_on_workers(client, jobs, predictor, options)
+    done: dict[int, SlidePrediction] = {}
+    failed: dict[int, tuple[str, str]] = {}
+    for index, outcome in outcomes:
+        path = jobs[index][0]
+        if isinstance(outcome, WsiSegError):
+            reason = str(outcome)
             for prefix in (f"{path.absolute()}: ", f"{path}: "):
                 reason = reason.removeprefix(prefix)
-            failures.append((str(path), reason))
+            failed[index] = (str(path), reason)
             continue
-        results.append(res)
-        report(f"wrote {res.output} ({res.size[0]}x{res.size[1]} at {res.mask_mpp:g} um/px; "
-               f"{res.tiles_run}/{res.tiles_total} tiles with tissue; {res.seconds:.1f} s)")
-    if failures:
-        raise BatchError(failures, total=len(slides))
-    return results
+        done[index] = outcome
+        report(describe(outcome))
+    if failed:
+        raise BatchError([failed[index] for index in sorted(failed)], total=len(slides))
+    return [done[index] for index in sorted(done)]
 

@@ -8,7 +8,8 @@ size in pixels at a target mpp) and all resampled with nearest neighbour only:
   target mpp, so memory stays bounded by the window;
 * a label image (``<stem>.png`` / ``<stem>.tif``) of any size proportional to the slide;
 * QuPath GeoJSON (``<stem>.geojson``): polygons in level-0 pixel coordinates whose
-  ``properties.classification.name`` maps to a class id through the class list.
+  ``properties.classification.name`` maps to a class id through the class list. Files
+  are bounded before parsing (:data:`MAX_GEOJSON_BYTES`, :data:`MAX_GEOJSON_VERTICES`).
 
 A label source pickles as its parameters; file handles are opened lazily per process.
 """
@@ -30,6 +31,12 @@ from wsi_seg.geometry import level0_per_target, nearest_finer_level, pixel_centr
 
 #: Largest relative difference between the aspect ratios of a label image and its slide.
 ASPECT_TOLERANCE = 0.01
+
+#: Largest GeoJSON file read: whole-slide annotation sets are tens of megabytes; the
+#: parsed document takes several times the file's size in memory.
+MAX_GEOJSON_BYTES = 512 * 1024 * 1024
+#: Most polygon vertices (over all features) of one GeoJSON file.
+MAX_GEOJSON_VERTICES = 20_000_000
 
 #: Candidate label files for a slide ``<stem>``, in order of preference.
 LABEL_SUFFIXES = (".mask.tif", ".mask.tiff", ".tif", ".tiff", ".png", ".geojson")
@@ -118,12 +125,17 @@ class RasterLabelSource(LabelSource):
     def _open_image(self) -> np.ndarray:
         from PIL import Image
 
+        from wsi_seg.io.slide import check_plain_image_size
+
         previous = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = None
         try:
             with Image.open(self.path) as image:
+                check_plain_image_size(self.path, image.size)  # before any pixel is decoded
                 mode = image.mode
                 array = np.asarray(image)
+        except InputError:
+            raise
         except Exception as exc:  # PIL raises many types for broken files
             raise InputError(f"{self.path}: not a readable label image ({exc})") from None
         finally:
@@ -185,7 +197,8 @@ def _features(document: Any, path: Path) -> list[dict]:
 
 
 def _classification_name(feature: dict) -> str | None:
-    properties = feature.get("properties") or {}
+    properties = feature.get("properties")
+    properties = properties if isinstance(properties, dict) else {}
     classification = properties.get("classification")
     if isinstance(classification, dict):
         return classification.get("name")
@@ -204,6 +217,29 @@ def _ring(points: Any, path: Path, index: int) -> np.ndarray:
     return ring
 
 
+def _read_bounded_json(path: Path) -> Any:
+    """The JSON document of a GeoJSON file, refused before parsing when it is larger than
+    :data:`MAX_GEOJSON_BYTES` or holds more coordinate arrays than the vertex limit allows
+    (each vertex is one ``[x, y]``, so counting ``[`` bounds the vertices from above)."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_GEOJSON_BYTES:
+            raise InputError(f"{path}: {size:,} bytes, larger than the limit of {MAX_GEOJSON_BYTES:,} bytes "
+                             "for a GeoJSON file; split the annotations")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: not a readable GeoJSON file ({exc.strerror or exc})") from None
+    arrays = data.count(b"[")
+    if arrays > MAX_GEOJSON_VERTICES + MAX_GEOJSON_VERTICES // 2:
+        raise InputError(f"{path}: about {arrays:,} coordinates, more than the limit of {MAX_GEOJSON_VERTICES:,} "
+                         "polygon vertices; simplify the annotations or split them")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise InputError(f"{path}: not a readable GeoJSON file ({reason})") from None
+
+
 def parse_geojson(path: str | Path, class_names: Sequence[str]) -> list[LabelPolygon]:
     """Polygons of a QuPath GeoJSON file with class ids from ``class_names`` (file order).
 
@@ -212,16 +248,16 @@ def parse_geojson(path: str | Path, class_names: Sequence[str]) -> list[LabelPol
     classification and classification names that are not in the class list.
     """
     path = Path(path)
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: not a readable GeoJSON file ({exc})") from None
+    document = _read_bounded_json(path)
     lookup = {_normalise_name(name): index for index, name in enumerate(class_names)}
     polygons: list[LabelPolygon] = []
     unknown: list[str] = []
+    vertices = 0
     for index, feature in enumerate(_features(document, path)):
-        geometry = (feature or {}).get("geometry") or {}
-        kind = geometry.get("type")
+        geometry = feature.get("geometry") if isinstance(feature, dict) else None
+        if not isinstance(feature, dict) or not isinstance(geometry or {}, dict):
+            raise InputError(f"{path}: feature {index} is not a GeoJSON feature object")
+        kind = (geometry or {}).get("type")
         if kind not in ("Polygon", "MultiPolygon"):
             continue
         name = _classification_name(feature)
@@ -232,10 +268,19 @@ def parse_geojson(path: str | Path, class_names: Sequence[str]) -> list[LabelPol
             if name not in unknown:
                 unknown.append(name)
             continue
-        parts = [geometry.get("coordinates")] if kind == "Polygon" else list(geometry.get("coordinates") or [])
+        coordinates = geometry.get("coordinates")
+        if not isinstance(coordinates, list):
+            raise InputError(f"{path}: feature {index} has malformed polygon coordinates")
+        parts = [coordinates] if kind == "Polygon" else coordinates
         for rings in parts:
             if not rings:
                 continue
+            if not isinstance(rings, list):
+                raise InputError(f"{path}: feature {index} has malformed polygon coordinates")
+            vertices += sum(len(ring) if isinstance(ring, list) else 0 for ring in rings)
+            if vertices > MAX_GEOJSON_VERTICES:
+                raise InputError(f"{path}: more than {MAX_GEOJSON_VERTICES:,} polygon vertices (the limit); "
+                                 "simplify the annotations or split them")
             exterior = _ring(rings[0], path, index)
             holes = tuple(_ring(hole, path, index) for hole in rings[1:])
             bounds = (*exterior.min(axis=0), *exterior.max(axis=0))

@@ -41,6 +41,11 @@ MPP_XY_TOLERANCE = 0.05
 #: counts as "finer" (scanners store e.g. 2.0005 for a nominal 2x level).
 LEVEL_TOLERANCE = 0.01
 
+#: Largest plain PNG/JPEG read (it is held in memory whole, 3-4 bytes a pixel); the size in
+#: the header is checked before any pixel is decoded, so a "decompression bomb" is refused.
+#: Larger images belong in a tiled TIFF, which is read window by window.
+MAX_PLAIN_IMAGE_PIXELS = 1 << 30
+
 #: Thumbnails are read in row bands of at most this many source pixels.
 _BAND_SOURCE_PIXELS = 32 * 1024 * 1024
 
@@ -173,6 +178,14 @@ def _tiff_truncation(tiff, file_size: int) -> str | None:
     return None
 
 
+def check_plain_image_size(path: str | os.PathLike, size: tuple[int, int]) -> None:
+    """Refuse a plain image whose header declares more than :data:`MAX_PLAIN_IMAGE_PIXELS`."""
+    width, height = int(size[0]), int(size[1])
+    if width * height > MAX_PLAIN_IMAGE_PIXELS:
+        raise SlideError(f"{path}: {width} x {height} px, more than the {MAX_PLAIN_IMAGE_PIXELS:,} pixels a "
+                         "plain PNG/JPEG may hold; convert it to a tiled TIFF")
+
+
 class _PlainImageBackend:
     """A PNG/JPEG (held in memory) or plain TIFF (read through zarr) as a slide."""
 
@@ -227,11 +240,14 @@ class _PlainImageBackend:
         Image.MAX_IMAGE_PIXELS = None  # whole-slide sized PNGs are expected here
         try:
             with Image.open(path) as image:
+                check_plain_image_size(path, image.size)
                 image.load()
                 mode = image.mode
                 if mode not in ("L", "LA", "RGB", "RGBA"):
                     image = image.convert("RGBA" if "A" in mode or "transparency" in image.info else "RGB")
                 array = np.asarray(image)
+        except SlideError:
+            raise
         except Exception as exc:  # PIL raises many types for broken files
             raise SlideError(f"{path}: not a readable image ({exc})") from exc
         finally:

@@ -17,7 +17,6 @@ next run. Readers use :func:`open_patch_store`, which lists complete groups only
 
 from __future__ import annotations
 
-import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,14 +27,13 @@ import numpy as np
 import zarr
 
 from wsi_seg.errors import InputError, OutputError
+from wsi_seg.io.names import child, slide_id
 
 FORMAT = "wsi-seg-patches"
 FORMAT_VERSION = 1
 DEFAULT_CODEC = "blosc-lz4"
 #: Attributes that must match for a complete group to be reused by a rerun.
 PARAMETER_ATTRS = ("mpp", "patch", "stride", "class_names", "has_labels")
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 # ----------------------------------------------------------------------------- codecs
@@ -145,16 +143,9 @@ def _ensure_codecs_for(group: zarr.Group) -> None:
 
 
 def sanitise_slide_id(path: str | Path) -> str:
-    """A group name from a slide path: its stem with unsafe characters replaced by ``_``."""
-    stem = Path(path).name
-    for suffix in (".ome.tiff", ".ome.tif"):
-        if stem.lower().endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
-    else:
-        stem = Path(stem).stem
-    name = _UNSAFE.sub("_", stem).strip("._") or "slide"
-    return name
+    """A group name from a slide path: its stem made safe (:func:`wsi_seg.io.names.slide_id`);
+    never a path that leads out of the store."""
+    return slide_id(path)
 
 
 # ----------------------------------------------------------------------------- store
@@ -209,9 +200,9 @@ class PatchStore:
         if path.is_dir() and any(path.iterdir()):
             root = _open_root(path, mode="r+")
             return cls(path, root)
-        try:
-            root = zarr.open_group(str(path), mode="w", zarr_format=3)
-            root.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION})
+        try:  # one metadata write: a store killed while being created is empty, never half-made
+            root = zarr.open_group(str(path), mode="w", zarr_format=3,
+                                   attributes={"format": FORMAT, "format_version": FORMAT_VERSION})
         except OSError as exc:
             raise OutputError(f"{path}: cannot create the patch store ({exc.strerror or exc})") from None
         return cls(path, root)
@@ -255,7 +246,7 @@ class PatchStore:
 
     def delete_group(self, name: str) -> None:
         if name in self.group_names():
-            shutil.rmtree(self.path / name, ignore_errors=False)
+            shutil.rmtree(child(self.path, name), ignore_errors=False)
             self.root = _open_root(self.path, mode="r+")
 
     def create_slide_group(
@@ -277,6 +268,7 @@ class PatchStore:
         patches per shard (one file), so writers of disjoint batches never share a file.
         """
         count = int(len(coords0))
+        child(self.path, name)  # a plain name inside the store, whoever chose it
         group = self.root.create_group(name, overwrite=True)
         group.attrs.update({**attrs, "codec": str(codec), "has_labels": bool(with_labels),
                             "format_version": FORMAT_VERSION, "complete": False})
@@ -309,7 +301,7 @@ def write_patch_batch(
     store_path: str | Path, name: str, start: int, images: np.ndarray, labels: np.ndarray | None
 ) -> None:
     """Write a batch of patches at ``start`` into a slide group (called from workers)."""
-    group = zarr.open_group(str(Path(store_path) / name), mode="r+")
+    group = zarr.open_group(str(child(store_path, name)), mode="r+", zarr_format=3)
     _ensure_codecs_for(group)
     stop = start + len(images)
     group["image"][start:stop] = images
@@ -319,7 +311,7 @@ def write_patch_batch(
 
 def _open_root(path: Path, mode: str) -> zarr.Group:
     try:
-        root = zarr.open_group(str(path), mode=mode)
+        root = zarr.open_group(str(path), mode=mode, zarr_format=3)  # stores are written as zarr v3 only
     except Exception as exc:  # zarr raises several types for a folder that is no store
         raise OutputError(f"{path}: not a wsi-seg patch store ({type(exc).__name__}: {exc})") from None
     if root.attrs.get("format") != FORMAT:

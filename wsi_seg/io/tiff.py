@@ -24,18 +24,22 @@ the uncompressed level-0 size in disk space and is removed afterwards.
 Atomicity. Everything is written to a hidden temporary name in the output's
 folder and moved to the final path with :func:`os.replace` only when complete;
 on any error (including one raised by the band iterator) the temporary file and
-spool are removed and nothing appears at the final path.
+spool are removed and nothing appears at the final path. The temporary names
+carry the writer's machine and process id (:mod:`wsi_seg.io.atomic`), so the
+next write of the same path removes what a killed writer left behind.
 """
 
 from __future__ import annotations
 
+import errno
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import tifffile
+
+from wsi_seg.io.atomic import output_error, temp_dir, temp_file
 
 __all__ = [
     "DEFAULT_LABEL_COMPRESSION",
@@ -274,7 +278,6 @@ def _write_levels(
         raise ValueError(f"width and height must be positive, got {width}x{height}")
     if band_height < 1:
         raise ValueError(f"band_height must be positive, got {band_height}")
-    folder = path.parent if str(path.parent) else Path(".")
     n_steps = max(spooled_steps, default=0)
     thumb_step = None
     if thumbnail_max is not None:
@@ -287,9 +290,12 @@ def _write_levels(
     if bigtiff is None:
         bigtiff = width * height * samples * 4 // 3 > _BIGTIFF_BYTES
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
-    os.close(fd)
-    spool_dir = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".levels", dir=folder)
+    tmp_name = str(temp_file(path, ".part"))  # OutputError when the folder cannot be written
+    try:
+        spool_dir = str(temp_dir(path, ".levels"))
+    except BaseException:
+        os.unlink(tmp_name)
+        raise
     spools: dict[int, object] = {}
     try:
         # the cascade of 2x reducers, coarsest last
@@ -350,9 +356,11 @@ def _write_levels(
             if after_levels is not None:
                 after_levels(tw)
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise output_error(path, exc) from None
         raise
     finally:
         for fh in spools.values():

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -34,6 +33,7 @@ import torch
 from torch import nn
 
 from wsi_seg.errors import CheckpointError, InputError
+from wsi_seg.io.atomic import is_output_problem, output_error, temp_file
 from wsi_seg.models.registry import create_model, list_models, resolve_hparams
 
 FORMAT = "wsi-seg-checkpoint"
@@ -98,13 +98,15 @@ def save_checkpoint(ckpt: Mapping[str, Any], path: str | os.PathLike) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"{path}: folder {parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    tmp = temp_file(path)  # OutputError when the folder cannot be written
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with open(tmp, "wb") as fh:
             torch.save(dict(ckpt), fh)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if is_output_problem(exc):
+            raise output_error(path, exc) from None
         raise
     return path
 
@@ -209,6 +211,6 @@ def torch_load_safely(path: Path) -> Any:
                                   f"runs") from None
         reason = text.split("WeightsUnpickler error:")[-1].strip().splitlines()[0] if text.strip() else "unpickling"
         raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError, KeyError) as exc:
+    except Exception as exc:  # torch raises many types for files that are no checkpoint
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None

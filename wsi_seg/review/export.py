@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from wsi_seg.errors import InputError, OutputError
+from wsi_seg.io.atomic import temp_dir
 from wsi_seg.io.slide import open_slide
 from wsi_seg.review.areas import ClassArea, areas_csv, class_areas
 from wsi_seg.review.classes import ClassList, default_classes
@@ -76,17 +76,14 @@ def _make_staging(review_dir: Path, overwrite: bool) -> Path:
     parent = review_dir.parent
     if not parent.is_dir():
         raise OutputError(f"{review_dir}: folder {parent} does not exist")
-    try:
-        return Path(tempfile.mkdtemp(prefix=f".{review_dir.name}.", suffix=".partial", dir=parent))
-    except OSError as exc:
-        raise OutputError(f"{review_dir}: cannot write in {parent} ({exc.strerror or exc})") from None
+    return temp_dir(review_dir, ".partial")  # OutputError when the folder cannot be written
 
 
 def _publish(staging: Path, review_dir: Path) -> None:
     """Move the finished folder into place (replacing an old review folder when asked)."""
     old = None
     if review_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{review_dir.name}.", suffix=".old", dir=review_dir.parent))
+        old = temp_dir(review_dir, ".old")
         os.rmdir(old)
         os.rename(review_dir, old)
     os.rename(staging, review_dir)
