@@ -25,7 +25,7 @@ from wsi_seg.inference.slide import PredictOptions, predict_slide
 torch.set_num_threads(2)
 predictor = TorchPredictor.from_checkpoint(untrained_checkpoint(mpp=1.0), device="cpu")
 with tempfile.TemporaryDirectory() as tmp:
-    r = predict_slide({svs!r}, Path(tmp) / "m.tif", predictor, PredictOptions(batch_size=2, progress=False))
+    r = predict_slide({svs!r}, Path(tmp) / "m.tif", predictor, PredictOptions(tile=1024, overlap=128, batch_size=2, progress=False))
 print(r.tiles_run, r.tiles_total, round(r.seconds, 1), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 

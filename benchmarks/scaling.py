@@ -33,7 +33,7 @@ torch.set_num_threads({threads})
 predictor = TorchPredictor.from_checkpoint(untrained_checkpoint(mpp=1.0), device="cpu")
 with tempfile.TemporaryDirectory() as tmp:
     start = time.perf_counter()
-    r = predict_slide({svs!r}, Path(tmp) / "m.tif", predictor, PredictOptions(batch_size=2, progress=False))
+    r = predict_slide({svs!r}, Path(tmp) / "m.tif", predictor, PredictOptions(tile=1024, overlap=128, batch_size=2, progress=False))
     seconds = time.perf_counter() - start
 print(json.dumps({{"tiles_run": r.tiles_run, "tiles_total": r.tiles_total, "seconds": seconds,
                   "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))

@@ -34,8 +34,8 @@ class DemoOptions:
     patch: int = 128
     minutes: float | None = None           # training budget (default: the config's)
     epochs: int | None = None              # per stage (default: the config's)
-    tile: int = 1024
-    overlap: int = 128
+    tile: int | None = None                # prediction tile (default: the training patch size)
+    overlap: int | None = None
     progress: bool = True
 
 

@@ -146,6 +146,21 @@ def test_read_at_level_mpp_equals_openslide_exactly(cmu):
     np.testing.assert_array_equal(got, expected)
 
 
+def test_open_slides_share_one_tile_cache(pyramid, tmp_path, monkeypatch):
+    """OpenSlide gives every handle its own 32 MiB tile cache by default; a worker that keeps
+    the handles of all the slides it predicted would grow by that much per slide."""
+    path, pages = pyramid
+    other = tmp_path / "other.tif"
+    shutil.copy(path, other)
+    given = []
+    set_cache = openslide.OpenSlide.set_cache
+    monkeypatch.setattr(openslide.OpenSlide, "set_cache",
+                        lambda handle, cache: (given.append(cache), set_cache(handle, cache))[1])
+    for each in (path, other):
+        np.testing.assert_array_equal(open_slide(each).read(200, 120, 100, 80, MPP), pages[0][120:200, 200:300])
+    assert len(given) == 2 and given[0] is given[1] and isinstance(given[0], openslide.OpenSlideCache)
+
+
 def test_read_uses_nearest_finer_level_and_matches_it(pyramid):
     path, pages = pyramid
     slide = open_slide(path)

@@ -26,9 +26,10 @@ def _size(ctx, param, value: str) -> tuple[int, int]:
               help="Synthetic slide size WIDTHxHEIGHT at 0.5 um/px.")
 @click.option("--minutes", type=float, default=None, help="Training budget in minutes (default: the recipe's).")
 @click.option("--epochs", type=click.IntRange(1, 10000), default=None, help="Epochs per stage (default: the recipe's).")
-@click.option("--tile", type=click.IntRange(64, 8192), default=1024, show_default=True,
-              help="Prediction tile size at the model's mpp.")
-@click.option("--overlap", type=click.IntRange(0, 4096), default=128, show_default=True)
+@click.option("--tile", type=click.IntRange(64, 8192), default=None,
+              help="Prediction tile size at the model's mpp [default: the training patch size].")
+@click.option("--overlap", type=click.IntRange(0, 4096), default=None,
+              help="Overlap between prediction tiles [default: a quarter of the tile, at most 128].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def demo_command(workdir, config, size, minutes, epochs, tile, overlap, seed, no_progress):

@@ -28,10 +28,12 @@ def _positive(ctx, param, value):
               help="A wsi-seg checkpoint (best.pt from training, or from convert-weights).")
 @click.option("--mpp", type=float, default=None, callback=_positive,
               help="Microns per pixel the model runs at (default: the checkpoint's).")
-@click.option("--tile", type=click.IntRange(16, 8192), default=1024, show_default=True,
-              help="Tile size in pixels at the model's mpp.")
-@click.option("--overlap", type=click.IntRange(0, 4096), default=128, show_default=True,
-              help="Overlap between neighbouring tiles, in pixels at the model's mpp.")
+@click.option("--tile", type=click.IntRange(16, 8192), default=None,
+              help="Tile size in pixels at the model's mpp [default: the patch size the checkpoint was trained "
+                   "on, where the model is most faithful; 1024 when it records none, and for images].")
+@click.option("--overlap", type=click.IntRange(0, 4096), default=None,
+              help="Overlap between neighbouring tiles, in pixels at the model's mpp [default: a quarter of "
+                   "the tile, at most 128].")
 @click.option("--mask-mpp", type=float, default=None, callback=_positive,
               help="Microns per pixel of the output mask (default: the slide's level 0).")
 @click.option("--slide-mpp", type=float, default=None, callback=_positive,
@@ -97,7 +99,8 @@ def predict_command(slides, output, model_path, mpp, tile, overlap, mask_mpp, sl
         if scheduler is not None or cluster is not None:
             raise click.UsageError("--scheduler and --cluster apply to slides, not to ordinary images")
         predictor_args = {"backend": backend, "device": device, "optimize": not no_optimize}
-        _predict_image(slides, output, model_path, resize=resize, color=color, tile=tile, overlap=overlap,
+        _predict_image(slides, output, model_path, resize=resize, color=color, tile=tile or 1024,
+                       overlap=128 if overlap is None else overlap,
                        batch_size=batch_size, predictor_args=predictor_args, overwrite=overwrite,
                        slide_only={"--mpp": mpp, "--mask-mpp": mask_mpp, "--slide-mpp": slide_mpp,
                                    "--probabilities": probabilities})

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -36,10 +36,32 @@ from wsi_seg.tissue import detect_tissue
 OUTPUT_BAND_ROWS = 512
 
 
+#: Tile size when the checkpoint does not record the patch size it was trained on.
+FALLBACK_TILE = 1024
+#: Largest automatic overlap between tiles (px at the model's mpp).
+MAX_AUTO_OVERLAP = 128
+
+
+def auto_tile(predictor) -> int:
+    """The tile a model predicts best with: the patch size it was trained on.
+
+    A network's output near a pixel depends on how much real image its receptive
+    field sees rather than zero padding; ESPNet's dilated branches reach far (at
+    level 3, dilation 16 on a 1/8 grid: 128 px either side), so a model trained on
+    small patches learned with their padding and is most faithful on tiles of that
+    size. Rounded up to a multiple the model accepts; :data:`FALLBACK_TILE` when the
+    checkpoint records no patch size (converted weights)."""
+    multiple = int(predictor.input_multiple)
+    patch = predictor.meta.get("patch_size")
+    if not patch:
+        return FALLBACK_TILE
+    return max(multiple, -(-int(patch) // multiple) * multiple)
+
+
 @dataclass
 class PredictOptions:
-    tile: int = 1024
-    overlap: int = 128
+    tile: int | None = None           # px at the model's mpp; None: auto_tile (the training patch size)
+    overlap: int | None = None        # None: a quarter of the tile, at most MAX_AUTO_OVERLAP
     mpp: float | None = None          # model mpp; default the checkpoint's
     mask_mpp: float | None = None     # output mpp; default the slide's level 0
     slide_mpp: float | None = None    # supplies/overrides the slide's own mpp
@@ -51,13 +73,21 @@ class PredictOptions:
     progress: bool = True
     worker_threads: int = 1           # torch threads in each cluster worker (runs with a client)
 
-    def validate(self, predictor) -> None:
-        """Refuse tile settings the model cannot run (before any slide is touched)."""
+    def resolved(self, predictor) -> "PredictOptions":
+        """A copy with the automatic tile and overlap filled in for ``predictor``, after
+        refusing tile settings the model cannot run (before any slide is touched)."""
+        tile = self.tile if self.tile is not None else auto_tile(predictor)
+        overlap = self.overlap if self.overlap is not None else min(MAX_AUTO_OVERLAP, tile // 4)
         multiple = predictor.input_multiple
-        if self.tile <= 0 or self.tile % multiple:
-            raise InputError(f"--tile {self.tile}: must be a positive multiple of {multiple} for this model")
-        if not 0 <= self.overlap < self.tile // 2:
-            raise InputError(f"--overlap {self.overlap}: must be in [0, tile/2) = [0, {self.tile // 2})")
+        if tile <= 0 or tile % multiple:
+            raise InputError(f"--tile {tile}: must be a positive multiple of {multiple} for this model")
+        if not 0 <= overlap < tile // 2:
+            raise InputError(f"--overlap {overlap}: must be in [0, tile/2) = [0, {tile // 2})")
+        return replace(self, tile=tile, overlap=overlap)
+
+    def validate(self, predictor) -> None:
+        """Refuse tile settings the model cannot run (see :meth:`resolved`)."""
+        self.resolved(predictor)
 
 
 @dataclass
@@ -146,7 +176,7 @@ def predict_slide(slide_path: str | os.PathLike, output: str | os.PathLike, pred
     model_mpp = opts.mpp or meta.get("mpp")
     if not model_mpp:
         raise InputError(f"{slide_path}: the checkpoint records no mpp; pass --mpp")
-    opts.validate(predictor)
+    opts = opts.resolved(predictor)
     num_classes = predictor.num_classes
     colors = np.asarray(meta["classes"]["colors"], np.uint8)
 

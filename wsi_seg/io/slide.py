@@ -3,7 +3,9 @@
 This is the only module that imports :mod:`openslide`. A :class:`Slide` holds a
 path and options, never an open handle: the handle is opened lazily in each
 process (a cache keyed by path and process id), so a ``Slide`` can be pickled to
-Dask or multiprocessing workers and used after a fork.
+Dask or multiprocessing workers and used after a fork. The handles of a process share
+one tile cache of :data:`TILE_CACHE_BYTES`, so the memory a long-lived process holds
+does not grow with the number of slides it has opened.
 
 Positions are level-0 pixel coordinates; sizes are pixels at the requested
 microns-per-pixel (mpp). Pixels come from the nearest finer pyramid level and
@@ -48,6 +50,12 @@ MAX_PLAIN_IMAGE_PIXELS = 1 << 30
 
 #: Thumbnails are read in row bands of at most this many source pixels.
 _BAND_SOURCE_PIXELS = 32 * 1024 * 1024
+
+#: Decoded OpenSlide tiles kept in a process, in one cache shared by all the slides it
+#: has open (OpenSlide's own default is a cache of this size for each open slide, so a
+#: process that kept many slides open, such as a cluster worker, grew by up to that much
+#: with every slide).
+TILE_CACHE_BYTES = 32 * 1024 * 1024
 
 _RESOLUTION_UNIT_UM = {"centimeter": 1e4, "inch": 25400.0}
 
@@ -123,6 +131,9 @@ class _OpenSlideBackend:
         except openslide.OpenSlideError as exc:
             raise SlideError(f"{path}: OpenSlide cannot open it: {exc}") from exc
         handle = self._handle
+        cache = _tile_cache()
+        if cache is not None:
+            handle.set_cache(cache)
         props = dict(handle.properties)
         mpp_x = _positive_float(props.get(openslide.PROPERTY_NAME_MPP_X))
         mpp_y = _positive_float(props.get(openslide.PROPERTY_NAME_MPP_Y))
@@ -303,6 +314,20 @@ class _PlainImageBackend:
 
 _CACHE: dict[tuple[str, int], _OpenSlideBackend | _PlainImageBackend] = {}
 _CACHE_LOCK = threading.Lock()
+_TILE_CACHES: dict[int, object] = {}
+
+
+def _tile_cache():
+    """This process's shared OpenSlide tile cache (``None`` where OpenSlide is older than 4.0
+    and every handle keeps its own)."""
+    pid = os.getpid()
+    with _CACHE_LOCK:
+        if pid not in _TILE_CACHES:
+            try:
+                _TILE_CACHES[pid] = openslide.OpenSlideCache(TILE_CACHE_BYTES)
+            except Exception:  # no shared caches in this OpenSlide
+                _TILE_CACHES[pid] = None
+        return _TILE_CACHES[pid]
 
 
 def _describe_unknown(path: Path) -> str:
