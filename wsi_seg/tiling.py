@@ -171,8 +171,7 @@ def _plan_slide(
 
 
 def _write_batch(
-    slide, labels: LabelSource | None, store: str, name: str, start: int, boxes0: np.ndarray, mpp: float, patch: int,
-    token: str | None = None,
+    slide, labels: LabelSource | None, store: str, name: str, start: int, boxes0: np.ndarray, mpp: float, patch: int
 ) -> int | _Failure:
     """Read ``len(boxes0)`` patches and write them at ``start`` (runs on a worker)."""
     source = str(slide.path)
@@ -183,7 +182,7 @@ def _write_batch(
             images[index] = slide.read(x0, y0, patch, patch, mpp)
             if label_batch is not None:
                 label_batch[index] = labels.read(x0, y0, patch, patch, mpp)
-        write_patch_batch(store, name, start, images, label_batch, token)
+        write_patch_batch(store, name, start, images, label_batch)
         return len(boxes0)
     except Exception as exc:  # reported by _finish_slide
         return _Failure(source, _reason(exc, source))
@@ -359,14 +358,13 @@ def _run(summary, patch_store, pending, plan_tasks, *, client, scheduler, worker
             "min_tissue": float(min_tissue),
             "label_source": None if plan.labels is None else str(plan.labels.path.resolve()),
         }
-        group = patch_store.create_slide_group(
+        patch_store.create_slide_group(
             name, coords0=plan.boxes0[:, :2], tissue=plan.tissue, patch_px=patch, batch=batch,
             with_labels=plan.labels is not None, codec=codec, attrs=attrs,
         )
-        token = group.attrs["write_token"]
         writes = [
             dask.delayed(_write_batch, pure=False)(
-                plan.slide, plan.labels, str(store), name, part.start, plan.boxes0[part], mpp, patch, token
+                plan.slide, plan.labels, str(store), name, part.start, plan.boxes0[part], mpp, patch
             )
             for part in batch_slices(len(plan.boxes0), batch)
         ]

@@ -10,7 +10,6 @@ otherwise; with ``resize`` = (width, height) the label has that size.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,17 +71,10 @@ def color_path(output: str | Path) -> Path:
 
 
 def _atomic_save(image, path: Path) -> None:
-    from wsi_seg.io.atomic import is_output_problem, output_error, temp_file
+    from wsi_seg.io.atomic import replacing
 
-    tmp = temp_file(path, ".png")  # OutputError when the folder cannot be written
-    try:
+    with replacing(path, ".png") as tmp:
         image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if is_output_problem(exc):
-            raise output_error(path, exc) from None
-        raise
 
 
 def write_label_png(labels: np.ndarray, path: Path, colors: list[list[int]]) -> None:

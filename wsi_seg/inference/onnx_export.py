@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from wsi_seg.errors import InputError
-from wsi_seg.io.atomic import is_output_problem, output_error, temp_file
+from wsi_seg.io.atomic import replacing
 from wsi_seg.models.checkpoint import load_checkpoint
 from wsi_seg.models.layers import PyramidPool
 from wsi_seg.models.registry import INPUT_MULTIPLE
@@ -135,21 +135,13 @@ def export_model(model: nn.Module, meta: Mapping[str, Any], path: str | os.PathL
     side = sample_size or 4 * multiple
     sample = torch.zeros(1, 3, side, side)
     axes = {0: "batch", 2: "height", 3: "width"}
-    tmp = temp_file(path)  # OutputError when the folder cannot be written
-    try:
+    with replacing(path) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(exportable(model), (sample,), str(tmp), dynamo=False, opset_version=opset,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                               dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes}, do_constant_folding=True)
         _attach_meta(tmp, meta)
-        os.replace(tmp, path)
-    except OSError as exc:
-        if is_output_problem(exc):
-            raise output_error(path, exc) from None
-        raise
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

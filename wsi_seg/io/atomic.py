@@ -22,6 +22,8 @@ import re
 import shutil
 import socket
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -122,6 +124,22 @@ def temp_dir(path: str | os.PathLike, suffix: str = ".tmp") -> Path:
         return Path(tempfile.mkdtemp(prefix=_prefix(path), suffix=suffix, dir=folder))
     except OSError as exc:
         raise output_error(path, exc) from None
+
+
+@contextmanager
+def replacing(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """Write ``path`` whole or not at all: yields a temporary sibling to write, renamed
+    onto ``path`` when the block ends normally and removed otherwise. A location that
+    cannot be written (permissions, space, ...) becomes :class:`OutputError`."""
+    tmp = temp_file(path, suffix)  # OutputError when the folder cannot be written
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if is_output_problem(exc):
+            raise output_error(path, exc) from None
+        raise
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

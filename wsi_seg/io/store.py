@@ -17,11 +17,7 @@ next run. Readers use :func:`open_patch_store`, which lists complete groups only
 
 from __future__ import annotations
 
-import os
 import shutil
-import threading
-import uuid
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,8 +271,7 @@ class PatchStore:
         child(self.path, name)  # a plain name inside the store, whoever chose it
         group = self.root.create_group(name, overwrite=True)
         group.attrs.update({**attrs, "codec": str(codec), "has_labels": bool(with_labels),
-                            "format_version": FORMAT_VERSION, "complete": False,
-                            "write_token": uuid.uuid4().hex})
+                            "format_version": FORMAT_VERSION, "complete": False})
         batch = max(1, int(batch))
         config = {"write_empty_chunks": True}
         lossless = {"compressors": zarr.codecs.ZstdCodec(level=3)}
@@ -302,54 +297,16 @@ class PatchStore:
         self.root[name].attrs["complete"] = True
 
 
-#: Write handles of slide groups, per process: opening a zarr v3 group and its arrays costs
-#: tens of milliseconds of CPU, several times the cost of compressing a batch of patches.
-_WRITERS: OrderedDict[tuple, tuple[Any, Any]] = OrderedDict()
-_WRITERS_LOCK = threading.Lock()
-_WRITERS_MAX = 8
-
-
-def _writer(store_path: str | Path, name: str, token: str | None) -> tuple[Any, Any]:
-    """``(image, label or None)`` arrays of a slide group opened for writing, cached per
-    process by ``token`` (the group's ``write_token``, new at each creation, so a group
-    recreated by ``--overwrite`` is never written through an old handle)."""
-    path = child(store_path, name)
-    key = (str(Path(path).absolute()), token, os.getpid())
-    if token is not None:
-        with _WRITERS_LOCK:
-            cached = _WRITERS.get(key)
-            if cached is not None:
-                _WRITERS.move_to_end(key)
-                return cached
-    group = zarr.open_group(str(path), mode="r+", zarr_format=3)
-    if token is not None and group.attrs.get("write_token") != token:
-        raise OutputError(f"{path}: the slide group was recreated by another run while this one wrote it")
-    _ensure_codecs_for(group)
-    config = {"write_empty_chunks": True}
-    image = zarr.open_array(str(path / "image"), mode="r+", zarr_format=3, config=config)
-    label = zarr.open_array(str(path / "label"), mode="r+", zarr_format=3, config=config) \
-        if "label" in group.array_keys() else None
-    if token is not None:
-        with _WRITERS_LOCK:
-            _WRITERS[key] = (image, label)
-            while len(_WRITERS) > _WRITERS_MAX:
-                _WRITERS.popitem(last=False)
-    return image, label
-
-
 def write_patch_batch(
-    store_path: str | Path, name: str, start: int, images: np.ndarray, labels: np.ndarray | None,
-    token: str | None = None,
+    store_path: str | Path, name: str, start: int, images: np.ndarray, labels: np.ndarray | None
 ) -> None:
-    """Write a batch of patches at ``start`` into a slide group (called from workers).
-    ``token``, the group's ``write_token`` attribute, lets a worker reuse its open handles."""
-    image, label = _writer(store_path, name, token)
+    """Write a batch of patches at ``start`` into a slide group (called from workers)."""
+    group = zarr.open_group(str(child(store_path, name)), mode="r+", zarr_format=3)
+    _ensure_codecs_for(group)
     stop = start + len(images)
-    image[start:stop] = images
+    group["image"][start:stop] = images
     if labels is not None:
-        if label is None:
-            raise OutputError(f"{child(store_path, name)}: the slide group has no label array")
-        label[start:stop] = labels
+        group["label"][start:stop] = labels
 
 
 def _open_root(path: Path, mode: str) -> zarr.Group:

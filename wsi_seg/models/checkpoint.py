@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from wsi_seg.errors import CheckpointError, InputError
-from wsi_seg.io.atomic import is_output_problem, output_error, temp_file
+from wsi_seg.io.atomic import replacing
 from wsi_seg.models.registry import create_model, list_models, resolve_hparams
 
 FORMAT = "wsi-seg-checkpoint"
@@ -98,16 +98,8 @@ def save_checkpoint(ckpt: Mapping[str, Any], path: str | os.PathLike) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"{path}: folder {parent} does not exist")
-    tmp = temp_file(path)  # OutputError when the folder cannot be written
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(dict(ckpt), fh)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if is_output_problem(exc):
-            raise output_error(path, exc) from None
-        raise
+    with replacing(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(dict(ckpt), fh)
     return path
 
 
