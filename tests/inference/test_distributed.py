@@ -165,6 +165,25 @@ def test_predict_cli_with_scheduler_equals_local_run(cluster, data, tmp_path):
     assert np.array_equal(_pages(tmp_path / "one.mask.tif")[0], _pages(output_path_for(one, tmp_path / "local"))[0])
 
 
+def test_a_bad_slide_on_the_cluster_is_one_line_and_no_worker_traceback(data, tmp_path):
+    # a real command: the workers' own log output lands on the command's stderr
+    slides, ckpt = data
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    good = _slides(slides)[0]
+    (folder / good.name).symlink_to(good)
+    (folder / "empty.svs").write_bytes(b"")
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "wsi_seg", "predict", str(folder), "-o", str(out), "--model",
+                           str(ckpt), "--tile", "128", "--overlap", "32", "--no-progress", "--cluster", "local:2"],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 1, done.stderr
+    assert output_path_for(good, out).is_file() and not (out / "empty.mask.tif").exists()
+    assert "Traceback" not in done.stderr and "Compute Failed" not in done.stderr, done.stderr
+    failed = [line for line in done.stderr.splitlines() if line.startswith("wsi-seg: failed:")]
+    assert len(failed) == 1 and "empty.svs" in failed[0], done.stderr
+
+
 def _store_arrays(store):
     return {slide.name: {key: np.asarray(slide.group[key][...]) for key in slide.group.array_keys()}
             for slide in open_patch_store(store)}

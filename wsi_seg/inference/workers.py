@@ -16,8 +16,9 @@ threads in each worker (1 by default: one single-threaded worker process per cor
 
 Slides are submitted largest file first, so that a big slide does not start last.
 Outcomes come back as slides finish; the error of one slide (a
-:class:`~wsi_seg.errors.WsiSegError` raised on its worker, or its worker process dying)
-is that slide's outcome and the others go on.
+:class:`~wsi_seg.errors.WsiSegError` from ``predict_slide`` on its worker, returned as
+the task's result, or its worker process dying) is that slide's outcome and the others
+go on.
 """
 
 from __future__ import annotations
@@ -75,15 +76,21 @@ def worker_counts() -> dict[str, int]:
         return {"pid": os.getpid(), **_counts}
 
 
-def _predict_task(slide: str, output: str, model: ModelSpec, options: PredictOptions) -> SlidePrediction:
-    """Predict one slide in a worker process."""
+def _predict_task(slide: str, output: str, model: ModelSpec,
+                  options: PredictOptions) -> SlidePrediction | WsiSegError:
+    """Predict one slide in a worker process. A bad slide's :class:`WsiSegError` is
+    returned, not raised: it is that slide's result, reported at the end of the batch,
+    and a raised one would make dask log the task as failed, traceback and all."""
     threads = options.worker_threads
     if threads:
         import torch
 
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
-    result = predict_slide(slide, output, worker_predictor(model, threads=threads), options)
+    try:
+        result = predict_slide(slide, output, worker_predictor(model, threads=threads), options)
+    except WsiSegError as exc:
+        return exc
     with _lock:
         _counts["slides"] += 1
     return result
@@ -123,11 +130,11 @@ def predict_on_workers(client, jobs: Sequence[tuple[str | os.PathLike, str | os.
             slide, output = jobs[index]
             try:
                 result = future.result()
-            except WsiSegError as exc:
-                yield index, exc
-                continue
             except KilledWorker as exc:
                 yield index, WsiSegError(f"{slide}: the worker process predicting it died ({exc})")
+                continue
+            if isinstance(result, WsiSegError):
+                yield index, result
                 continue
             yield index, replace(result, slide=slide, output=output)
     finally:
