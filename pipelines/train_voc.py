@@ -11,22 +11,9 @@ Runs exactly::
 The dataset root holds JPEGImages/, SegmentationClass/ and ImageSets/Segmentation/ in the official layout (docs/datasets.md).
 """
 
-import sys
-
-from wsi_seg.cli import main
+from _dataset_recipe import train_and_evaluate
 
 CONFIG = "configs/voc.yaml"
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3:
-        sys.exit(__doc__)
-    root, out, extra = sys.argv[1], sys.argv[2], sys.argv[3:]
-    train = ["train", "--config", CONFIG, "--data", root, "--out", out, *extra]
-    evaluate = ["evaluate-dataset", "--config", CONFIG, "--data", root, "--model", f"{out}/best.pt", "--split", "val",
-                "--json", f"{out}/val_metrics.json"]
-    for args in (train, evaluate):
-        try:
-            main(args, prog_name="wsi-seg")
-        except SystemExit as exc:
-            if exc.code:
-                raise
+    train_and_evaluate(CONFIG, __doc__)
