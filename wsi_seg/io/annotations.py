@@ -163,9 +163,22 @@ class RasterLabelSource(LabelSource):
         r0, r1 = int(rows[row_ok].min()), int(rows[row_ok].max()) + 1
         block = np.asarray(self._levels()[level][r0:r1, c0:c1])
         self._check_range(block)
-        picked = block[np.ix_(rows[row_ok] - r0, cols[col_ok] - c0)]
-        out[np.ix_(row_ok, col_ok)] = picked
+        row_pick, col_pick = _as_slice(rows[row_ok] - r0), _as_slice(cols[col_ok] - c0)
+        if row_pick is not None and col_pick is not None and row_ok.all() and col_ok.all():
+            out[...] = block[row_pick, col_pick]  # a regular grid (the usual case): no index arrays
+        else:
+            out[np.ix_(row_ok, col_ok)] = block[np.ix_(rows[row_ok] - r0, cols[col_ok] - c0)]
         return out
+
+
+def _as_slice(indices: np.ndarray) -> slice | None:
+    """``indices`` as a slice when they step evenly forward, else None."""
+    if len(indices) == 0:
+        return None
+    step = int(indices[1] - indices[0]) if len(indices) > 1 else 1
+    if step < 1 or not np.array_equal(indices, indices[0] + step * np.arange(len(indices))):
+        return None
+    return slice(int(indices[0]), int(indices[-1]) + 1, step)
 
 
 # ----------------------------------------------------------------------------- GeoJSON

@@ -32,6 +32,7 @@ import openslide
 from PIL import Image
 
 from wsi_seg.errors import InputError, MissingMppError, SlideError
+from wsi_seg.io.tiff_tiles import TileDecoder
 
 #: Suffixes read as plain images when OpenSlide does not recognise the file.
 PLAIN_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -56,6 +57,10 @@ _BAND_SOURCE_PIXELS = 32 * 1024 * 1024
 #: process that kept many slides open, such as a cluster worker, grew by up to that much
 #: with every slide).
 TILE_CACHE_BYTES = 32 * 1024 * 1024
+
+#: Vendors whose JPEG-tiled levels are decoded directly (:mod:`wsi_seg.io.tiff_tiles`): their
+#: levels are plain TIFF pages that OpenSlide paints tile by tile without overlaps.
+_DIRECT_JPEG_VENDORS = ("aperio", "generic-tiff")
 
 _RESOLUTION_UNIT_UM = {"centimeter": 1e4, "inch": 25400.0}
 
@@ -149,6 +154,9 @@ class _OpenSlideBackend:
             mpp_x=mpp_x,
             mpp_y=mpp_y,
         )
+        self._tiles = None
+        if self.metadata.vendor in _DIRECT_JPEG_VENDORS:
+            self._tiles = TileDecoder.for_slide(path, self.metadata.level_dimensions, self.metadata.level_downsamples)
 
     @staticmethod
     def _mpp_from_resolution_tags(props: dict[str, str]) -> tuple[float | None, float | None]:
@@ -161,10 +169,16 @@ class _OpenSlideBackend:
 
     def read_level(self, level: int, x0: int, y0: int, width: int, height: int) -> np.ndarray:
         """(height, width, 3) RGB of `level`, top-left at level-0 (x0, y0)."""
+        if self._tiles is not None:
+            direct = self._tiles.read(level, x0, y0, width, height)
+            if direct is not None:
+                return direct
         region = self._handle.read_region((int(x0), int(y0)), level, (int(width), int(height)))
         return _composite_on_white(np.asarray(region))
 
     def close(self) -> None:
+        if self._tiles is not None:
+            self._tiles.close()
         try:
             self._handle.close()
         except Exception:  # a handle in an error state may refuse to close; it is dropped anyway
