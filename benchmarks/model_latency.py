@@ -6,7 +6,8 @@
 alpha3=8)``, unoptimised, in ``torch.inference_mode``. "torch-folded" is what
 ``TorchPredictor`` runs by default (BatchNorm folded into the convolutions);
 "torch-folded-cl" adds channels_last memory format; "onnxruntime" runs the
-``wsi-seg export-onnx`` graph on the CPU provider. Every variant uses the same
+``wsi-seg export-onnx`` graph on the CPU provider, "onnxruntime-1by1" the same session
+one image of the batch at a time. Every variant uses the same
 thread count and is timed in turn within each repeat (interleaved, so load
 from other processes hits them alike); the median over repeats is reported
 with best/eager (target <= 0.6) and the max abs logit difference from eager
@@ -69,6 +70,8 @@ def _variants(model, onnx_dir: Path, threads: int):
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     variants["onnxruntime"] = lambda x: session.run(None, {"input": x})[0]
+    variants["onnxruntime-1by1"] = lambda x: np.concatenate(
+        [session.run(None, {"input": x[i:i + 1]})[0] for i in range(len(x))])
     return variants
 
 

@@ -15,7 +15,9 @@ TIFF (non-tissue = class 0):
 
 1. wsi-seg: the command ``wsi-seg predict SLIDE -o MASK --model CKPT --tile T --overlap O
    --batch-size B`` (tiles read through OpenSlide while the model runs, only tiles with
-   tissue, streamed stitching, the mask written band by band);
+   tissue, streamed stitching, the mask written band by band); then the same with the
+   checkpoint exported by ``wsi-seg export-onnx`` and ``--backend onnx`` (onnxruntime,
+   no PyTorch in the process);
 2. MONAI: the whole slide read into RAM at the model's mpp as the float32
    (1, 3, H, W) tensor ``sliding_window_inference`` takes (read in row bands, so no
    more than the tensor itself is held), ``sliding_window_inference(image, (T, T), B,
@@ -152,20 +154,33 @@ def main() -> None:
             [sys.executable, "-m", "wsi_seg", "predict", str(svs), "-o", str(ours_mask), "--model", str(ckpt),
              "--tile", str(args.tile), "--overlap", str(args.overlap), "--batch-size", str(args.batch_size),
              "--device", "cpu", "--no-progress"], env)
+        onnx_path, onnx_mask = Path(tmp) / "model.onnx", Path(tmp) / "wsi-seg-onnx.mask.tif"
+        subprocess.run([sys.executable, "-m", "wsi_seg", "export-onnx", str(ckpt), "-o", str(onnx_path)],
+                       check=True, capture_output=True)
+        onnx_s, onnx_mib, _ = _run(
+            [sys.executable, "-m", "wsi_seg", "predict", str(svs), "-o", str(onnx_mask), "--model", str(onnx_path),
+             "--backend", "onnx", "--tile", str(args.tile), "--overlap", str(args.overlap), "--batch-size",
+             str(args.batch_size), "--no-progress"], env)
         child = MONAI_CHILD.format(svs=str(svs), out=str(monai_mask), ckpt=str(ckpt), tile=args.tile,
                                    overlap=args.overlap, batch=args.batch_size)
         monai_s, monai_mib, monai_out = _run([sys.executable, "-c", child], env)
         agreement = _agreement(ours_mask, monai_mask)
+        onnx_agreement = _agreement(ours_mask, onnx_mask)
 
     tiles = ours_out.split("; ")[1] if "; " in ours_out else "?"
     windows = json.loads(monai_out.strip().splitlines()[-1])["windows"]
     print(f"slide {width}x{height} at 0.5 um/px; espnet (untrained, BatchNorms folded) at 1 um/px on the CPU, "
           f"tile {args.tile}, overlap {args.overlap}, batch {args.batch_size}, torch threads {args.threads}")
     print(f"wsi-seg predict : {ours_s:8.1f} s  peak RSS {ours_mib:8.1f} MiB  ({tiles})")
+    print(f"wsi-seg --backend onnx : {onnx_s:8.1f} s  peak RSS {onnx_mib:8.1f} MiB  (the same graph in "
+          "onnxruntime; the process never loads PyTorch)")
     print(f"MONAI           : {monai_s:8.1f} s  peak RSS {monai_mib:8.1f} MiB  ({windows} windows, gaussian)")
-    print(f"time ratio wsi-seg / MONAI     : {ours_s / monai_s:6.3f}  (target < 1)")
-    print(f"peak RSS ratio wsi-seg / MONAI : {ours_mib / monai_mib:6.3f}  (target <= 0.25)")
-    print(f"masks agree on {100 * agreement:.2f}% of level-0 pixels")
+    print(f"time ratio wsi-seg / MONAI     : torch backend {ours_s / monai_s:6.3f}, onnx backend "
+          f"{onnx_s / monai_s:6.3f}  (target < 1)")
+    print(f"peak RSS ratio wsi-seg / MONAI : torch backend {ours_mib / monai_mib:6.3f}, onnx backend "
+          f"{onnx_mib / monai_mib:6.3f}  (target <= 0.25)")
+    print(f"masks agree on {100 * agreement:.2f}% of level-0 pixels (wsi-seg torch vs MONAI); "
+          f"torch vs onnx backends {100 * onnx_agreement:.3f}%")
 
 
 if __name__ == "__main__":

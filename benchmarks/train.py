@@ -21,7 +21,8 @@
    budget, and stage 2 then starts from stage 1's best epoch on synth_002).
    Prints the curve (metrics.csv), then the held-out scores of last.pt on
    synth_002: whole-slide (``wsi-seg predict`` of synth_002.svs + ``wsi-seg
-   evaluate`` against its mask, what the demo reports) and on its patches.
+   evaluate`` against its mask; again with ``predict --tta flips``, what the demo
+   reports) and on its patches.
 
 Nothing is asserted; the numbers are printed.
 """
@@ -44,6 +45,7 @@ from wsi_seg.engine.losses import downsample_labels, segmentation_loss
 from wsi_seg.engine.metrics import ConfusionMatrix
 from wsi_seg.engine.train import EpochSampler, train
 from wsi_seg.evaluation import evaluate_masks
+from wsi_seg.inference.backends import make_predictor
 from wsi_seg.inference.predictor import TorchPredictor
 from wsi_seg.inference.slide import PredictOptions, predict_slide
 from wsi_seg.models import create_model
@@ -54,12 +56,12 @@ from wsi_seg.tiling import tile_slides
 REPO = Path(__file__).resolve().parents[1]
 
 
-def make_store(work: Path, size: tuple[int, int], mpp: float, patch: int) -> Path:
-    store = work / f"patches-{mpp}-{patch}.zarr"
+def make_store(work: Path, size: tuple[int, int], mpp: float, patch: int, stride: int | None = None) -> Path:
+    store = work / f"patches-{mpp}-{patch}-{stride or patch}.zarr"
     for i in range(3):
         synthesize_slide(work / "slides", f"synth_{i:03d}", width=size[0], height=size[1], mpp=0.5, seed=100 + i)
-    tile_slides([work / "slides"], store, masks_dir=work / "slides", mpp=mpp, patch=patch, min_tissue=0.2,
-                progress=False)
+    tile_slides([work / "slides"], store, masks_dir=work / "slides", mpp=mpp, patch=patch, stride=stride,
+                min_tissue=0.2, progress=False)
     return store
 
 
@@ -117,9 +119,10 @@ def ds_patch(store: Path) -> int:
     return describe_store(store).patch
 
 
-def evaluate(checkpoint: Path, store: Path, names: list[str]) -> ConfusionMatrix:
+def evaluate(checkpoint: Path, store: Path, names: list[str], slides=("synth_002",)) -> ConfusionMatrix:
     model, meta = load_checkpoint(checkpoint)
-    ds = PatchDataset(store, ["synth_002"], normalization=meta["normalization"])
+    model.eval()
+    ds = PatchDataset(store, list(slides), normalization=meta["normalization"])
     cm = ConfusionMatrix(len(names))
     with torch.no_grad():
         for start in range(0, len(ds), 16):
@@ -139,6 +142,7 @@ def main() -> None:
     parser.add_argument("--size", default="6144x4608")
     parser.add_argument("--mpp", type=float, default=2.0)
     parser.add_argument("--patch", type=int, default=128)
+    parser.add_argument("--stride", type=int, default=None, help="tiling stride in px (default: the patch size)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the recipe's)")
@@ -150,6 +154,7 @@ def main() -> None:
     parser.add_argument("--oversample", type=float, default=None,
                         help="data.oversample, the repeat-factor threshold (default: the recipe's)")
     parser.add_argument("--enet-c", type=float, default=None, help="optim.enet_c (default: the recipe's)")
+    parser.add_argument("--weight-decay", type=float, default=None, help="optim.weight_decay (default: the recipe's)")
     parser.add_argument("--val-curve", action="store_true",
                         help="validate on the held-out slide every epoch (prints its mIoU curve)")
     parser.add_argument("--ratio-steps", type=int, default=10)
@@ -160,7 +165,7 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="wsi-seg-train-bench-"))
     size = tuple(int(v) for v in args.size.lower().split("x"))
     started = time.perf_counter()
-    store = make_store(work, size, args.mpp, args.patch)
+    store = make_store(work, size, args.mpp, args.patch, args.stride)
     counts = {g: len(PatchDataset(store, [g], normalization=IMAGENET_NORMALIZATION))
               for g in ("synth_000", "synth_001", "synth_002")}
     print(f"store: 3 slides {args.size} px at mpp 0.5, tiled at mpp {args.mpp} into {args.patch} px patches "
@@ -181,13 +186,15 @@ def main() -> None:
         config.data.oversample = args.oversample
     if args.enet_c is not None:
         config.optim.enet_c = args.enet_c
+    if args.weight_decay is not None:
+        config.optim.weight_decay = args.weight_decay
     if args.epochs:
         for stage, epochs in zip(config.stages, args.epochs.split(",")):
             stage.epochs = int(epochs)
     config.output.tensorboard = False
     print(f"training: {config.stage_model(0)} {config.stages[0].epochs} epochs then {config.stage_model(1)} "
           f"{config.stages[1].epochs} epochs, lr {config.optim.lr} halved every {config.optim.lr_step_epochs} epochs, "
-          f"class weights {config.optim.class_weights} (c {config.optim.enet_c}), oversample {config.data.oversample}, alpha3 {config.model.hparams.get('alpha3')}, batch {args.batch}, "
+          f"class weights {config.optim.class_weights} (c {config.optim.enet_c}), weight decay {config.optim.weight_decay}, oversample {config.data.oversample}, alpha3 {config.model.hparams.get('alpha3')}, batch {args.batch}, "
           f"budget {args.minutes} min, threads {args.threads}")
     started = time.perf_counter()
     result = train(config, progress=False, overwrite=True)
@@ -212,6 +219,12 @@ def main() -> None:
           f"mIoU {whole['miou']:.4f}  pixel accuracy {whole['pixel_accuracy']:.4f}")
     for name, value in whole["iou"].items():
         print(f"    {name:22s} IoU {value if value is None else f'{value:.4f}'}")
+    flipped = run / "synth_002.pred-flips.mask.tif"
+    predict_slide(work / "slides" / "synth_002.svs", flipped, make_predictor(run / "last.pt", tta="flips"),
+                  PredictOptions(progress=False))
+    with_flips = evaluate_masks(flipped, work / "slides" / "synth_002.mask.tif", config.class_names).as_dict()
+    print(f"  the same with predict --tta flips: mIoU {with_flips['miou']:.4f}  "
+          f"pixel accuracy {with_flips['pixel_accuracy']:.4f}  necrosis IoU {with_flips['iou']['necrosis']:.4f}")
     checkpoints = [("last.pt (final epoch)", run / "last.pt")]
     if args.val_curve:
         checkpoints.append(("best.pt (selected on the held-out slide, optimistic)", run / "best.pt"))
@@ -221,6 +234,9 @@ def main() -> None:
         print(f"held-out patches, {label}: mIoU {cm.miou():.4f}  pixel accuracy {cm.pixel_accuracy():.4f}")
         for name, value, support in zip(config.class_names, iou, cm.matrix.sum(1)):
             print(f"    {name:22s} IoU {value:.4f}  ({support} px)")
+    train_cm = evaluate(run / "last.pt", store, config.class_names, slides=("synth_000", "synth_001"))
+    print(f"training patches, last.pt: mIoU {train_cm.miou():.4f} (against held-out patches above: how much "
+          "is fitting, how much generalising)")
     print(f"work folder: {work}")
 
 

@@ -36,6 +36,7 @@ class DemoOptions:
     epochs: int | None = None              # per stage (default: the config's)
     tile: int | None = None                # prediction tile (default: the training patch size)
     overlap: int | None = None
+    tta: str = "flips"                     # test-time flips (predict --tta)
     progress: bool = True
 
 
@@ -53,7 +54,7 @@ class DemoResult:
 def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoResult:
     from wsi_seg.evaluation import evaluate_masks, format_table
     from wsi_seg.engine.train import train
-    from wsi_seg.inference.predictor import TorchPredictor
+    from wsi_seg.inference.backends import make_predictor
     from wsi_seg.inference.slide import PredictOptions, predict_slide
     from wsi_seg.review.classes import classes_from_checkpoint
     from wsi_seg.review.export import ExportOptions, export_review
@@ -102,7 +103,7 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoR
     else:
         step("train (two stages)", lambda: train(config, resume=(run_dir / "last.pt").exists(), overwrite=True,
                                                  progress=options.progress))
-    predictor = TorchPredictor.from_checkpoint(final)
+    predictor = make_predictor(final, tta=options.tta)
     if not mask.exists():
         step("predict the held-out slide",
              lambda: predict_slide(slides_dir / f"{HELD_OUT}.svs", mask, predictor,

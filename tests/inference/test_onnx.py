@@ -213,3 +213,29 @@ def test_export_model_keeps_only_json_meta(tmp_path):
     path = export_model(model, meta, tmp_path / "a.onnx")
     props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert set(props) == {META_KEY} and "train_state" not in props[META_KEY]
+
+
+def test_onnx_prediction_never_loads_torch(slide_setup, tmp_path):
+    """The ONNX backend's process holds onnxruntime, not PyTorch (hundreds of MiB less)."""
+    root, svs, _, onnx_path = slide_setup
+    out = tmp_path / "mask.tif"
+    code = ("import sys\nfrom wsi_seg.cli import main\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+            "print('torch loaded' if 'torch' in sys.modules else 'no torch', code)\n")
+    result = subprocess.run([sys.executable, "-c", code, "predict", str(svs), "-o", str(out), "--model",
+                             str(onnx_path), "--backend", "onnx", "--tile", "128", "--no-progress"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.stdout.strip().splitlines()[-1] in ("no torch 0", "no torch None"), result.stdout + result.stderr
+    assert tifffile.imread(out).shape == (768, 1024)
+
+
+@pytest.mark.parametrize("source,target", [((5, 7), (40, 56)), ((16, 16), (128, 128)), ((3, 9), (17, 30))])
+def test_numpy_upsampling_and_softmax_match_torch(source, target):
+    from wsi_seg.inference.onnx_backend import softmax, upsample_bilinear
+
+    logits = np.random.default_rng(0).standard_normal((2, 4, *source)).astype(np.float32)
+    expected = torch.nn.functional.interpolate(torch.from_numpy(logits), size=target, mode="bilinear",
+                                               align_corners=False)
+    np.testing.assert_allclose(upsample_bilinear(logits, target), expected.numpy(), atol=1e-5)
+    np.testing.assert_allclose(softmax(upsample_bilinear(logits, target)),
+                               torch.softmax(expected, 1).numpy(), atol=1e-6)

@@ -30,15 +30,17 @@ def _size(ctx, param, value: str) -> tuple[int, int]:
               help="Prediction tile size at the model's mpp [default: the training patch size].")
 @click.option("--overlap", type=click.IntRange(0, 4096), default=None,
               help="Overlap between prediction tiles [default: a quarter of the tile, at most 128].")
+@click.option("--tta", type=click.Choice(["none", "flips", "d4"]), default="flips", show_default=True,
+              help="Test-time augmentation of the held-out prediction (as predict --tta).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-def demo_command(workdir, config, size, minutes, epochs, tile, overlap, seed, no_progress):
+def demo_command(workdir, config, size, minutes, epochs, tile, overlap, tta, seed, no_progress):
     """Synthesise 3 biopsies, tile 2 with Dask, train ESPNet, predict and evaluate
     the held-out one, and export its review folder. Rerunning resumes."""
     from wsi_seg.demo import DemoOptions, run_demo
 
     result = run_demo(DemoOptions(workdir=workdir, config=config, size=size, seed=seed, minutes=minutes, epochs=epochs,
-                                  tile=tile, overlap=overlap, progress=not no_progress), echo=click.echo)
+                                  tile=tile, overlap=overlap, tta=tta, progress=not no_progress), echo=click.echo)
     total = sum(result.seconds.values())
     click.echo("")
     click.echo(f"held-out mIoU {result.miou:.3f}  ({total / 60:.1f} min of work this run)")

@@ -47,6 +47,9 @@ def _positive(ctx, param, value):
                    "run by onnxruntime (pip install wsi-seg[onnx]).")
 @click.option("--no-optimize", is_flag=True,
               help="torch backend: run the model as stored, without folding BatchNorms into convolutions.")
+@click.option("--tta", type=click.Choice(["none", "flips", "d4"]), default="none", show_default=True,
+              help="Test-time augmentation: average each tile's class probabilities over its 4 flips "
+                   "(flips) or all 8 flips and transposes (d4); the model runs that many times.")
 @click.option("--probabilities", type=click.Path(path_type=Path), default=None,
               help="Also keep float16 per-class probabilities at the model's mpp in this zarr folder "
                    "(one slide only).")
@@ -64,7 +67,7 @@ def _positive(ctx, param, value):
               help="torch threads in each worker of --scheduler/--cluster.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def predict_command(slides, output, model_path, mpp, tile, overlap, mask_mpp, slide_mpp, batch_size, workers, device,
-                    backend, no_optimize, probabilities, resize, color, overwrite, scheduler, cluster, worker_threads,
+                    backend, no_optimize, tta, probabilities, resize, color, overwrite, scheduler, cluster, worker_threads,
                     no_progress):
     """Segment SLIDES into pyramidal label masks (TIFF, palette, mpp tags).
 
@@ -91,14 +94,14 @@ def predict_command(slides, output, model_path, mpp, tile, overlap, mask_mpp, sl
       wsi-seg predict slide.svs -o slide.mask.tif --model best.onnx --backend onnx
     """
     from wsi_seg.cluster import dask_client, parse_cluster
-    from wsi_seg.inference.predictor import ModelSpec
+    from wsi_seg.inference.backends import ModelSpec
     from wsi_seg.inference.slide import PredictOptions, describe, predict_slide, predict_slides
     from wsi_seg.tiling import discover_slides
 
     if output.suffix.lower() == ".png" and any(p.suffix.lower() in IMAGE_SUFFIXES for p in slides):
         if scheduler is not None or cluster is not None:
             raise click.UsageError("--scheduler and --cluster apply to slides, not to ordinary images")
-        predictor_args = {"backend": backend, "device": device, "optimize": not no_optimize}
+        predictor_args = {"backend": backend, "device": device, "optimize": not no_optimize, "tta": tta}
         _predict_image(slides, output, model_path, resize=resize, color=color, tile=tile or 1024,
                        overlap=128 if overlap is None else overlap,
                        batch_size=batch_size, predictor_args=predictor_args, overwrite=overwrite,
@@ -135,7 +138,7 @@ def predict_command(slides, output, model_path, mpp, tile, overlap, mask_mpp, sl
     options = PredictOptions(tile=tile, overlap=overlap, mpp=mpp, mask_mpp=mask_mpp, slide_mpp=slide_mpp,
                              batch_size=batch_size, read_threads=workers, probabilities=probabilities,
                              progress=not no_progress, worker_threads=worker_threads)
-    model = ModelSpec(model_path, backend=backend, device=device, optimize=not no_optimize)
+    model = ModelSpec(model_path, backend=backend, device=device, optimize=not no_optimize, tta=tta)
     on_cluster = scheduler is not None or cluster is not None
     predictor = model if on_cluster else model.load()  # a cluster's workers load the model themselves
     options.validate(model.probe() if on_cluster else predictor)
@@ -152,7 +155,7 @@ def predict_command(slides, output, model_path, mpp, tile, overlap, mask_mpp, sl
 def _predict_image(images, output, model_path, *, resize, color, tile, overlap, batch_size, predictor_args,
                    overwrite, slide_only):
     from wsi_seg.inference.image import parse_size, predict_image_file
-    from wsi_seg.inference.predictor import make_predictor
+    from wsi_seg.inference.backends import make_predictor
 
     if len(images) != 1:
         raise click.UsageError("an image prediction takes one IMAGE and -o OUT.png")

@@ -13,8 +13,6 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
 
@@ -44,6 +42,9 @@ def preprocess(image: np.ndarray, normalization: Mapping[str, Any],
         return normalize(image, normalization)
     width, height = size
     if normalization.get("resize", "uint8-antialias") == "normalized-bilinear":
+        import torch  # only this resampling needs it: ONNX-only inference runs without torch
+        import torch.nn.functional as F
+
         chw = torch.from_numpy(normalize(image, normalization))[None]
         resized = F.interpolate(chw, size=(height, width), mode="bilinear", align_corners=False, antialias=False)
         return resized[0].numpy()

@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from wsi_seg.data.transforms import normalize
 from wsi_seg.errors import InputError
-from wsi_seg.inference.onnx_export import INPUT_NAME, META_KEY
-from wsi_seg.models.registry import INPUT_MULTIPLE
+from wsi_seg.models.shapes import INPUT_MULTIPLE
+
+#: The ONNX file layout :mod:`wsi_seg.inference.onnx_export` writes: the metadata key that
+#: holds the checkpoint's meta (JSON) and the name of the graph's one input.
+META_KEY = "wsi_seg"
+INPUT_NAME = "input"
 
 MISSING_EXTRA = "the onnx backend needs onnxruntime: pip install wsi-seg[onnx]"
 
@@ -78,6 +80,9 @@ class OnnxPredictor:
         if not path.is_file():
             raise InputError(f"{path}: no such file")
         options = ort.SessionOptions()
+        # onnxruntime's CPU arena keeps the largest activations of any run for the life of
+        # the session; without it a long prediction holds one image's activations at a time
+        options.enable_cpu_mem_arena = False
         if threads:
             options.intra_op_num_threads = int(threads)
         try:
@@ -87,6 +92,7 @@ class OnnxPredictor:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(f"{path}: not a loadable ONNX model ({first})") from None
         self.path = path
+        self._one_at_a_time = self.session.get_providers()[0] == "CPUExecutionProvider"
         self.meta = read_onnx_meta(self.session, str(path))
         self.normalization = self.meta["normalization"]
         self.num_classes = int(self.meta["model"]["num_classes"])
@@ -100,12 +106,54 @@ class OnnxPredictor:
         return np.stack([normalize(t, self.normalization) for t in tiles])
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
-        """Raw logits of a normalised (N, 3, H, W) float32 batch."""
-        return self.session.run(None, {INPUT_NAME: np.ascontiguousarray(batch, np.float32)})[0]
+        """Raw logits of a normalised (N, 3, H, W) float32 batch.
+
+        On the CPU provider the images go through the graph one at a time: the same
+        arithmetic, about the same speed (benchmarks/model_latency.py), and the
+        activations of one image instead of N in memory at once."""
+        batch = np.ascontiguousarray(batch, np.float32)
+        if self._one_at_a_time and len(batch) > 1:
+            first = self.session.run(None, {INPUT_NAME: batch[:1]})[0]
+            out = np.empty((len(batch), *first.shape[1:]), dtype=first.dtype)
+            out[0] = first[0]
+            for index in range(1, len(batch)):
+                out[index] = self.session.run(None, {INPUT_NAME: batch[index : index + 1]})[0][0]
+            return out
+        return self.session.run(None, {INPUT_NAME: batch})[0]
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
         x = self.preprocess(tiles)
-        logits = torch.from_numpy(self.logits(x))
+        logits = self.logits(x).astype(np.float32, copy=False)
         if logits.shape[2:] != x.shape[2:]:
-            logits = F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=False)
-        return torch.softmax(logits.float(), dim=1).numpy()
+            logits = upsample_bilinear(logits, x.shape[2:])
+        return softmax(logits, out=logits)  # the logits are this call's own array
+
+
+def _bilinear_weights(source: int, target: int) -> np.ndarray:
+    """(target, source) interpolation matrix of a half-pixel-centred bilinear resize
+    (``align_corners=False``, source positions below 0 clamped to 0, as PyTorch does)."""
+    position = (np.arange(target, dtype=np.float64) + 0.5) * (source / target) - 0.5
+    position = np.maximum(position, 0.0)
+    low = np.minimum(np.floor(position).astype(np.int64), source - 1)
+    high = np.minimum(low + 1, source - 1)
+    frac = position - low
+    weights = np.zeros((target, source), dtype=np.float64)
+    np.add.at(weights, (np.arange(target), low), 1.0 - frac)
+    np.add.at(weights, (np.arange(target), high), frac)
+    return weights.astype(np.float32)
+
+
+def upsample_bilinear(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(N, C, h, w) -> (N, C, H, W), bilinear with half-pixel centres."""
+    rows = _bilinear_weights(logits.shape[2], int(size[0]))
+    columns = _bilinear_weights(logits.shape[3], int(size[1]))
+    return np.matmul(np.matmul(rows, logits), columns.T)
+
+
+def softmax(logits: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Softmax over the class axis (1) of (N, C, H, W) float32 logits, into ``out``
+    (which may be ``logits`` itself) or a new array."""
+    out = np.subtract(logits, logits.max(axis=1, keepdims=True), out=out)
+    np.exp(out, out=out)
+    out /= out.sum(axis=1, keepdims=True)
+    return out

@@ -28,14 +28,13 @@ import torch
 from torch import nn
 
 from wsi_seg.errors import InputError
+from wsi_seg.inference.onnx_backend import INPUT_NAME, META_KEY
 from wsi_seg.io.atomic import replacing
 from wsi_seg.models.checkpoint import load_checkpoint
 from wsi_seg.models.layers import PyramidPool
-from wsi_seg.models.registry import INPUT_MULTIPLE
+from wsi_seg.models.shapes import INPUT_MULTIPLE
 
 OPSET = 17
-META_KEY = "wsi_seg"
-INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 # The meta fields an ONNX file carries (everything in a checkpoint but weights and training state).
 META_FIELDS = ("format", "format_version", "model", "classes", "normalization", "mpp", "patch_size", "source")

@@ -1,9 +1,10 @@
-"""Run a checkpoint's model on batches of uint8 RGB tiles and return class probabilities."""
+"""Run a checkpoint's model through PyTorch on batches of uint8 RGB tiles and return
+class probabilities (:class:`TorchPredictor`). Choosing a backend and carrying a model
+to workers: :mod:`wsi_seg.inference.backends` (re-exported here)."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -13,10 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsi_seg.data.transforms import normalize
-from wsi_seg.errors import InputError
+from wsi_seg.inference.backends import BACKENDS, ModelSpec, make_predictor  # noqa: F401 (re-exported)
 from wsi_seg.models.checkpoint import load_checkpoint
 from wsi_seg.models.fuse import fold_batchnorm
-from wsi_seg.models.registry import INPUT_MULTIPLE
+from wsi_seg.models.shapes import INPUT_MULTIPLE
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -24,52 +25,6 @@ def pick_device(device: str | None = None) -> torch.device:
     if device:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-BACKENDS = ("torch", "onnx")
-
-
-def make_predictor(model_path: str | os.PathLike, *, backend: str = "torch", device: str | None = None,
-                   optimize: bool = True, threads: int | None = None):
-    """A predictor for ``model_path``: a wsi-seg checkpoint run by PyTorch (``backend="torch"``)
-    or an ONNX file from ``wsi-seg export-onnx`` run by onnxruntime (``backend="onnx"``).
-    ``threads`` sets onnxruntime's intra-op threads (torch's are set per process, by the caller)."""
-    path = Path(model_path)
-    if backend == "torch":
-        if path.suffix.lower() == ".onnx":
-            raise InputError(f"{path}: an ONNX file needs --backend onnx")
-        return TorchPredictor.from_checkpoint(path, device=device, optimize=optimize)
-    if backend == "onnx":
-        if path.suffix.lower() != ".onnx":
-            raise InputError(f"{path}: --backend onnx takes an .onnx file from `wsi-seg export-onnx`")
-        from wsi_seg.inference.onnx_backend import OnnxPredictor
-
-        return OnnxPredictor(path, device=device, threads=threads)
-    raise InputError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What :func:`make_predictor` needs, as plain values: the form in which a model
-    travels to the workers of a cluster, each of which loads it itself."""
-
-    path: Path
-    backend: str = "torch"
-    device: str | None = None
-    optimize: bool = True
-
-    def __post_init__(self):
-        object.__setattr__(self, "path", Path(self.path))
-
-    def load(self, *, threads: int | None = None):
-        """The predictor, loaded in this process."""
-        return make_predictor(self.path, backend=self.backend, device=self.device, optimize=self.optimize,
-                              threads=threads)
-
-    def probe(self):
-        """The model loaded on this machine's CPU as stored, to check options against
-        (tile multiple, classes) before any work is sent out."""
-        return make_predictor(self.path, backend=self.backend, device="cpu", optimize=False, threads=1)
 
 
 class TorchPredictor:

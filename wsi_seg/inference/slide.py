@@ -154,7 +154,7 @@ def predict_slide(slide_path: str | os.PathLike, output: str | os.PathLike, pred
     """Predict one slide into a pyramidal label TIFF at ``output`` (atomic).
 
     With a ``dask.distributed`` ``client``, ``predictor`` is a
-    :class:`~wsi_seg.inference.predictor.ModelSpec` and a worker of the cluster does the
+    :class:`~wsi_seg.inference.backends.ModelSpec` and a worker of the cluster does the
     work (:mod:`wsi_seg.inference.workers`)."""
     from tqdm import tqdm
 
@@ -289,7 +289,7 @@ def predict_slides(slides: Sequence[Path], out_dir: Path, predictor, options: Pr
     (:class:`BatchError` at the end).
 
     With a ``dask.distributed`` ``client``, ``predictor`` is a
-    :class:`~wsi_seg.inference.predictor.ModelSpec` and the slides are spread over the
+    :class:`~wsi_seg.inference.backends.ModelSpec` and the slides are spread over the
     cluster's workers, one task per slide (:mod:`wsi_seg.inference.workers`); they are
     reported as they finish and returned in the order given."""
     jobs = []

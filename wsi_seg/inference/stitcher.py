@@ -135,7 +135,7 @@ class StreamingStitcher:
             if probs.shape != (self.c, t, t):
                 raise ValueError(f"tile probabilities must be {(self.c, t, t)}, got {probs.shape}")
             win = self.window[:th, :tw]
-            acc[: self.c] = probs[:, :th, :tw] * win
+            np.multiply(probs[:, :th, :tw], win, out=acc[: self.c])
             acc[self.c] = win
         # columns this tile finalises in the band: [x0, x_end)
         x_end = g.width if last_col else min(x0 + s, g.width)

@@ -1,7 +1,7 @@
 """Slide prediction on dask.distributed workers (``wsi-seg predict --scheduler/--cluster``).
 
 One task per slide. A task carries the slide and output paths, a
-:class:`~wsi_seg.inference.predictor.ModelSpec` and the
+:class:`~wsi_seg.inference.backends.ModelSpec` and the
 :class:`~wsi_seg.inference.slide.PredictOptions`, never open handles: the worker opens
 the slide itself and runs :func:`~wsi_seg.inference.slide.predict_slide`, which writes
 the mask to a temporary file and renames it when complete, as a local run does. Paths
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from wsi_seg.errors import WsiSegError
-from wsi_seg.inference.predictor import ModelSpec
+from wsi_seg.inference.backends import ModelSpec
 from wsi_seg.inference.slide import PredictOptions, SlidePrediction, predict_slide
 
 #: Predictors kept per worker process (the most recently used).
@@ -50,7 +50,7 @@ def _cache_key(model: ModelSpec, threads: int | None) -> tuple:
         version = (stat.st_mtime_ns, stat.st_size)
     except OSError:  # loading reports it
         version = None
-    return str(path), version, model.backend, model.device, model.optimize, threads
+    return str(path), version, model.backend, model.device, model.optimize, model.tta, threads
 
 
 def worker_predictor(model: ModelSpec, *, threads: int | None = None):

@@ -28,6 +28,7 @@ import numpy as np
 
 from wsi_seg.errors import InputError
 from wsi_seg.geometry import level0_per_target, nearest_finer_level, pixel_centres_to_level
+from wsi_seg.io.tiff_tiles import TiledArray, tiled_pages
 
 #: Largest relative difference between the aspect ratios of a label image and its slide.
 ASPECT_TOLERANCE = 0.01
@@ -113,7 +114,11 @@ class RasterLabelSource(LabelSource):
             with tifffile.TiffFile(self.path) as tif:
                 series = tif.series[0]
                 count, axes, dtype = len(series.levels), series.axes, series.dtype
-            levels = [zarr.open(tifffile.imread(self.path, aszarr=True, level=i), mode="r") for i in range(count)]
+            tiled = tiled_pages(self.path, count)
+            if tiled is not None and len(tiled) == count:
+                levels = [TiledArray(self.path, page) for page in tiled]  # tile by tile, no zarr layer
+            else:  # stripped TIFFs
+                levels = [zarr.open(tifffile.imread(self.path, aszarr=True, level=i), mode="r") for i in range(count)]
         except Exception as exc:  # tifffile raises many types for broken files
             raise InputError(f"{self.path}: not a readable label TIFF ({exc})") from None
         if axes != "YX":

@@ -98,10 +98,16 @@ def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
         opaque = bool(rgba[..., 3].min() == 255)
     if opaque:
         return rgb  # a view: the caller copies the pixels once, where it needs them
-    alpha = rgba[..., 3:4]
-    a = alpha.astype(np.uint16)
-    out = (rgb.astype(np.uint16) * a + 255 * (255 - a) + 127) // 255
-    return out.astype(np.uint8)
+    # Slides are opaque or fully transparent almost everywhere (outside a level, missing
+    # tiles): blend only the pixels in between, so a large region costs one RGB copy.
+    alpha = rgba[..., 3]
+    out = np.array(rgb, dtype=np.uint8)
+    out[alpha == 0] = 255
+    partial = np.nonzero((alpha != 0) & (alpha != 255))
+    if partial[0].size:
+        a = alpha[partial].astype(np.uint16)[:, None]
+        out[partial] = ((rgb[partial].astype(np.uint16) * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
+    return out
 
 
 def _to_rgb(array: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ from torch import nn
 
 from wsi_seg.models.espnet import ESPNet, ESPNetEncoder
 from wsi_seg.models.espnetv2 import ESPNetv2
+from wsi_seg.models.shapes import INPUT_MULTIPLE, OUTPUT_STRIDE  # noqa: F401 (re-exported)
 
 _ESPNET_HPARAMS = {"K": 5, "alpha2": 2, "alpha3": 8, "hff": True}
 _ESPNETV2_HPARAMS = {"scale": 2.0, "K": 4}
@@ -32,10 +33,6 @@ _REGISTRY: dict[str, tuple[Callable[..., nn.Module], dict]] = {
     "espnetv2": (ESPNetv2, _ESPNETV2_HPARAMS),
 }
 
-# Output stride of each model's logits relative to its input.
-OUTPUT_STRIDE = {"espnet_a": 8, "espnet_b": 8, "espnet_c": 8, "espnet": 1, "espnetv2": 1}
-# Input sizes must be multiples of this.
-INPUT_MULTIPLE = {"espnet_a": 8, "espnet_b": 8, "espnet_c": 8, "espnet": 8, "espnetv2": 16}
 
 
 def list_models() -> list[str]:
