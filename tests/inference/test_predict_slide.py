@@ -122,3 +122,19 @@ def test_slide_without_mpp_names_the_option(real_dir, predictor, tmp_path):
     res = predict_slide(tcga, tmp_path / "t.tif", predictor, PredictOptions(**FAST, slide_mpp=0.5, mask_mpp=4.0))
     assert res.size == Slide(tcga, mpp=0.5).size_at(4.0)
     assert openslide.OpenSlide(tmp_path / "t.tif").dimensions == res.size
+
+
+def test_two_slides_with_one_stem_are_refused_before_any_work(small_slide, predictor, tmp_path):
+    import shutil
+
+    from wsi_seg.errors import InputError
+
+    svs, _ = small_slide
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = shutil.copy(svs, tmp_path / "a" / "x.svs"), shutil.copy(svs, tmp_path / "b" / "x.svs")
+    out_dir = tmp_path / "masks"
+    out_dir.mkdir()
+    with pytest.raises(InputError, match="would both be written to .*x.mask.tif"):
+        predict_slides([first, second], out_dir, predictor, PredictOptions(**FAST), report=lambda m: None)
+    assert list(out_dir.iterdir()) == []

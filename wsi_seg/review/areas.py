@@ -43,5 +43,11 @@ def areas_csv(rows: list[ClassArea]) -> str:
     writer.writerow(["label", "class", "pixels", "area_mm2", "percent_of_tissue"])
     for row in rows:
         percent = "" if row.percent_of_tissue is None else f"{row.percent_of_tissue:.4f}"
-        writer.writerow([row.label, row.name, row.pixels, f"{row.area_mm2:.6f}", percent])
+        writer.writerow([row.label, _as_text(row.name), row.pixels, f"{row.area_mm2:.6f}", percent])
     return buffer.getvalue()
+
+
+def _as_text(cell: str) -> str:
+    """A class name as a spreadsheet shows it: a leading =, +, -, @, tab or carriage return
+    would make Excel or LibreOffice read the cell as a formula, so it gets a quote first."""
+    return f"'{cell}" if cell[:1] in ("=", "+", "-", "@", "\t", "\r") else cell
