@@ -113,15 +113,18 @@ class OnnxPredictor:
         activations of one image instead of N in memory at once."""
         batch = np.ascontiguousarray(batch, np.float32)
         if self._one_at_a_time and len(batch) > 1:
-            first = self.session.run(None, {INPUT_NAME: batch[:1]})[0]
-            out = np.empty((len(batch), *first.shape[1:]), dtype=first.dtype)
-            out[0] = first[0]
-            for index in range(1, len(batch)):
-                out[index] = self.session.run(None, {INPUT_NAME: batch[index : index + 1]})[0][0]
-            return out
+            return np.concatenate([self.logits(batch[index : index + 1]) for index in range(len(batch))])
         return self.session.run(None, {INPUT_NAME: batch})[0]
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
+        if self._one_at_a_time and len(tiles) > 1:
+            # tile by tile from normalisation to softmax: one tile's buffers at a time
+            first = self(tiles[:1])
+            out = np.empty((len(tiles), *first.shape[1:]), dtype=np.float32)
+            out[0] = first[0]
+            for index in range(1, len(tiles)):
+                out[index] = self(tiles[index : index + 1])[0]
+            return out
         x = self.preprocess(tiles)
         logits = self.logits(x).astype(np.float32, copy=False)
         if logits.shape[2:] != x.shape[2:]:
