@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from wsi_seg.inference.tta import TTA_MODES
+
 
 def _size(ctx, param, value: str) -> tuple[int, int]:
     try:
@@ -30,7 +32,7 @@ def _size(ctx, param, value: str) -> tuple[int, int]:
               help="Prediction tile size at the model's mpp [default: the training patch size].")
 @click.option("--overlap", type=click.IntRange(0, 4096), default=None,
               help="Overlap between prediction tiles [default: a quarter of the tile, at most 128].")
-@click.option("--tta", type=click.Choice(["none", "flips", "d4"]), default="flips", show_default=True,
+@click.option("--tta", type=click.Choice(list(TTA_MODES)), default="flips", show_default=True,
               help="Test-time augmentation of the held-out prediction (as predict --tta).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")

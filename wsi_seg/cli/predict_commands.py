@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from wsi_seg.errors import InputError, OutputError
+from wsi_seg.inference.tta import TTA_MODES
 
 MASK_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -47,7 +48,7 @@ def _positive(ctx, param, value):
                    "run by onnxruntime (pip install wsi-seg[onnx]).")
 @click.option("--no-optimize", is_flag=True,
               help="torch backend: run the model as stored, without folding BatchNorms into convolutions.")
-@click.option("--tta", type=click.Choice(["none", "flips", "d4"]), default="none", show_default=True,
+@click.option("--tta", type=click.Choice(list(TTA_MODES)), default="none", show_default=True,
               help="Test-time augmentation: average each tile's class probabilities over its 4 flips "
                    "(flips) or all 8 flips and transposes (d4); the model runs that many times.")
 @click.option("--probabilities", type=click.Path(path_type=Path), default=None,

@@ -106,19 +106,14 @@ class OnnxPredictor:
         return np.stack([normalize(t, self.normalization) for t in tiles])
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
-        """Raw logits of a normalised (N, 3, H, W) float32 batch.
-
-        On the CPU provider the images go through the graph one at a time: the same
-        arithmetic, about the same speed (benchmarks/model_latency.py), and the
-        activations of one image instead of N in memory at once."""
-        batch = np.ascontiguousarray(batch, np.float32)
-        if self._one_at_a_time and len(batch) > 1:
-            return np.concatenate([self.logits(batch[index : index + 1]) for index in range(len(batch))])
-        return self.session.run(None, {INPUT_NAME: batch})[0]
+        """Raw logits of a normalised (N, 3, H, W) float32 batch."""
+        return self.session.run(None, {INPUT_NAME: np.ascontiguousarray(batch, np.float32)})[0]
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
         if self._one_at_a_time and len(tiles) > 1:
-            # tile by tile from normalisation to softmax: one tile's buffers at a time
+            # On the CPU provider, tile by tile from normalisation to softmax: the same
+            # arithmetic, about the same speed (benchmarks/model_latency.py), and one
+            # tile's activations and buffers in memory at a time instead of N.
             first = self(tiles[:1])
             out = np.empty((len(tiles), *first.shape[1:]), dtype=np.float32)
             out[0] = first[0]

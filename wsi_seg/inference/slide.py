@@ -292,7 +292,7 @@ def predict_slides(slides: Sequence[Path], out_dir: Path, predictor, options: Pr
     :class:`~wsi_seg.inference.backends.ModelSpec` and the slides are spread over the
     cluster's workers, one task per slide (:mod:`wsi_seg.inference.workers`); they are
     reported as they finish and returned in the order given."""
-    targets: dict[Path, Path] = {}
+    targets: dict[Path, Path] = {}  # output -> slide
     for path in slides:  # two slides with one stem (a/x.svs, b/x.tif) would write one mask
         out = output_path_for(path, out_dir)
         if out in targets:
@@ -300,8 +300,7 @@ def predict_slides(slides: Sequence[Path], out_dir: Path, predictor, options: Pr
                              "predict them into separate output folders or rename one")
         targets[out] = path
     jobs = []
-    for path in slides:
-        out = output_path_for(path, out_dir)
+    for out, path in targets.items():
         if out.exists() and not overwrite:
             report(f"skip {path.name}: {out} exists (pass --overwrite to redo)")
             continue

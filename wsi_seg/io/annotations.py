@@ -115,7 +115,7 @@ class RasterLabelSource(LabelSource):
                 series = tif.series[0]
                 count, axes, dtype = len(series.levels), series.axes, series.dtype
             tiled = tiled_pages(self.path, count)
-            if tiled is not None and len(tiled) == count:
+            if tiled is not None:
                 levels = [TiledArray(self.path, page) for page in tiled]  # tile by tile, no zarr layer
             else:  # stripped TIFFs
                 levels = [zarr.open(tifffile.imread(self.path, aszarr=True, level=i), mode="r") for i in range(count)]

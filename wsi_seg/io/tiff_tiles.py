@@ -175,12 +175,16 @@ def tiled_pages(path: str | os.PathLike, levels: int | None = None) -> list[Tile
             tables = [TiledPage.from_page(page) for page in pages]
     except Exception:
         return None
-    if any(table is None for table in tables):
-        return None
-    size = path.stat().st_size
-    if any(table.end_of_data() > size for table in tables):
+    if any(table is None for table in tables) or not _data_inside_file(path, tables):
         return None
     return tables
+
+
+def _data_inside_file(path: Path, tables) -> bool:
+    """Whether all tile data the tables point at lies inside the file (a truncated file
+    is left to the general readers, which report it)."""
+    size = path.stat().st_size
+    return all(table.end_of_data() <= size for table in tables)
 
 
 class TileDecoder:
@@ -191,7 +195,6 @@ class TileDecoder:
         self._levels = levels
         self._downsamples = downsamples
         self._fd: int | None = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-        self._file_size = os.fstat(self._fd).st_size
 
     @classmethod
     def for_slide(
@@ -222,13 +225,9 @@ class TileDecoder:
                             break
         except Exception:  # tifffile cannot parse it: OpenSlide reads everything
             return None
-        if not levels:
-            return None
-        decoder = cls(path, levels, tuple(float(d) for d in downsamples))
-        if any(level.end_of_data() > decoder._file_size for level in levels.values()):
-            decoder.close()  # tiles past the end of the file: OpenSlide reports that
-            return None
-        return decoder
+        if not levels or not _data_inside_file(path, levels.values()):
+            return None  # nothing to decode, or a truncated file: OpenSlide reports that
+        return cls(path, levels, tuple(float(d) for d in downsamples))
 
     def levels(self) -> tuple[int, ...]:
         """The levels this decoder reads."""
