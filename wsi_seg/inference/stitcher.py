@@ -140,7 +140,7 @@ class StreamingStitcher:
         # columns this tile finalises in the band: [x0, x_end)
         x_end = g.width if last_col else min(x0 + s, g.width)
         cols = x_end - x0
-        block = acc[:, :band_rows, :cols].copy()
+        block = acc[:, :band_rows, :cols]  # a view: the carries below read only other parts of acc
         hc = min(o, cols)
         if c > 0:
             block[:, :, :hc] += self._hcarry[:, :band_rows, :hc]

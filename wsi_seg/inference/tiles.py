@@ -45,6 +45,9 @@ def stitched_bands(grid: TileGrid, run_mask: Sequence[bool], images: Iterator[np
     stitcher = StreamingStitcher(grid, predictor.num_classes, on_probabilities=on_probabilities)
     for probs in batched_probabilities(run_mask, images, predictor, batch_size, on_tile):
         band = stitcher.add(probs)
+        # a tile's probabilities are a view of its whole batch: let the batch go before
+        # the model runs the next one
+        del probs
         if band is not None:
             yield band
 
