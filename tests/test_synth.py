@@ -69,6 +69,23 @@ def test_pixels_follow_the_mask(small_slide):
     assert np.abs(benign - malignant).max() < 40
 
 
+def test_nuclei_and_red_cells_lie_in_their_class():
+    """Objects are drawn for a class and must land on pixels the mask gives that class
+    (the label map is displaced for organic boundaries; the objects move with it)."""
+    from wsi_seg.synth import _Renderer
+
+    renderer = _Renderer(2048, 1536, 0.5, seed=1, pen=False)
+    labels = np.concatenate([renderer.labels(y0, y1) for y0, y1 in renderer.band_rows()], 0)
+    objects = renderer.objects
+    assert len(objects) > 1000
+    ys = objects[:, 0].astype(int).clip(0, labels.shape[0] - 1)
+    xs = objects[:, 1].astype(int).clip(0, labels.shape[1] - 1)
+    on_class = labels[ys, xs] == objects[:, 8].astype(np.uint8)
+    assert on_class.all(), f"{(~on_class).sum()} of {len(objects)} objects lie on another class"
+    for cls in (1, 2, 6):  # benign and malignant nuclei, red cells: all present
+        assert (objects[:, 8] == cls).sum() > 50
+
+
 def test_same_seed_same_output(tmp_path, small_slide):
     svs, mask = small_slide
     svs2, mask2 = synthesize_slide(tmp_path, "s", width=2048, height=1536, mpp=0.5, seed=1)

@@ -137,6 +137,9 @@ class RunConfig(_Strict):
     device: str = "auto"
     threads: int | None = Field(None, gt=0, description="torch CPU threads per process (default: torch's choice)")
     max_minutes: float | None = Field(None, gt=0)
+    channels_last: bool = Field(True, description="train with NHWC (channels-last) tensors")
+    processes: int = Field(1, ge=1, description="data-parallel training processes on this machine (gloo; "
+                                                "ignored under torchrun)")
 
 
 class OutputConfig(_Strict):

@@ -15,7 +15,8 @@ A slide is built in two stages:
    optical-density space (Beer-Lambert): eosin modulated by fibre textures
    (oriented bundles in normal stroma, wavy in desmoplastic stroma, granular in
    necrosis, which is also more eosinophilic and full of nuclear dust),
-   haematoxylin from the stamped nuclei, red cells, pen ink, noise.
+   haematoxylin from the stamped nuclei, red cells, pen ink, noise. The objects
+   move with the same displacement as the labels, so each lies in its class.
 
 The mask written next to the slide is the upsampled label map itself, so it is
 the exact ground truth of what was rendered (pen ink is labelled background).
@@ -462,7 +463,7 @@ class _Renderer:
         self.disp_x = _smooth_noise(rng, dshape, 1.5) * amp
         self.stain = _smooth_noise(rng, dshape, 25.0) * 0.10  # slow stain variation
         self.orient_w = _smooth_noise(rng, dshape, 20.0)
-        self.objects = _objects(rng, self.label_grid, mpp)
+        self.objects = self._place(_objects(rng, self.label_grid, mpp))
         tex_rng = np.random.default_rng([seed, 1])
         fibre = _periodic_texture(tex_rng, "fibre")
         self.fibres = [_rotated(fibre, k) for k in range(4)]
@@ -486,6 +487,53 @@ class _Renderer:
         wy, wx = (fy - iy).astype(np.float32)[:, None], (fx - ix).astype(np.float32)[None, :]
         rows = field[iy] * (1 - wy) + field[iy + 1] * wy
         return rows[:, ix] * (1 - wx) + rows[:, ix + 1] * wx
+
+    def _smooth_at_points(self, field: np.ndarray, y_px: np.ndarray, x_px: np.ndarray) -> np.ndarray:
+        """Bilinear value of a displacement-grid field at single points (level-0 px)."""
+        step = self.cell_px * self.disp_step
+        fy, fx = y_px / step, x_px / step
+        iy = np.clip(np.floor(fy).astype(int), 0, field.shape[0] - 2)
+        ix = np.clip(np.floor(fx).astype(int), 0, field.shape[1] - 2)
+        wy, wx = (fy - iy).astype(np.float32), (fx - ix).astype(np.float32)
+        return ((field[iy, ix] * (1 - wx) + field[iy, ix + 1] * wx) * (1 - wy)
+                + (field[iy + 1, ix] * (1 - wx) + field[iy + 1, ix + 1] * wx) * wy)
+
+    def _place(self, objects: np.ndarray) -> np.ndarray:
+        """Objects moved with the label map's displacement, so each lies in its class.
+
+        :func:`_objects` places them in the undisplaced layout cells; the rendered
+        labels take pixel p from layout position p / cell + d(p). An object meant for
+        layout position q therefore belongs at the pixel p solving p + d(p) cell = q,
+        found by fixed-point iteration (d is smooth and small). The few objects that
+        still land on another class (where the displacement folds) are dropped.
+        """
+        if not len(objects):
+            return objects
+        qy, qx = objects[:, 0].astype(np.float64), objects[:, 1].astype(np.float64)
+        y, x = qy.copy(), qx.copy()
+        for _ in range(6):
+            dy = self._smooth_at_points(self.disp_y, y, x)
+            dx = self._smooth_at_points(self.disp_x, y, x)
+            y, x = qy - dy * self.cell_px, qx - dx * self.cell_px
+        placed = objects.copy()
+        placed[:, 0], placed[:, 1] = y, x
+        keep = self.labels_at(y, x) == placed[:, 8].astype(np.uint8)
+        placed = placed[keep]
+        return placed[np.argsort(placed[:, 0], kind="stable")]
+
+    def labels_at(self, y_px: np.ndarray, x_px: np.ndarray) -> np.ndarray:
+        """Tissue labels (without pen) of the pixels holding the points (level-0 px)."""
+        py = np.floor(y_px).astype(np.float32)
+        px = np.floor(x_px).astype(np.float32)
+        gy = (py / self.cell_px - 0.5) + self._smooth_at_points(self.disp_y, py, px)
+        gx = (px / self.cell_px - 0.5) + self._smooth_at_points(self.disp_x, py, px)
+        gh, gw = self.label_grid.shape
+        iy, ix = np.floor(gy), np.floor(gx)
+        wy, wx = (gy - iy).astype(np.float32), (gx - ix).astype(np.float32)
+        iy0 = np.clip(iy, 0, gh - 1).astype(np.int32)
+        ix0 = np.clip(ix, 0, gw - 1).astype(np.int32)
+        return self._vote(self.label_grid, (iy0, np.minimum(iy0 + 1, gh - 1), ix0, np.minimum(ix0 + 1, gw - 1),
+                                            wy, wx))
 
     def _grid_index(self, y0: int, y1: int):
         """Displaced layout coordinates of band pixels: neighbour cells and weights."""

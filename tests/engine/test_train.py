@@ -234,3 +234,42 @@ def test_torchrun_two_processes_on_cpu(store, tmp_path):
     model, meta = load_checkpoint(out / "best.pt")
     assert meta["model"]["name"] == "espnet_c"
     assert read_checkpoint(out / "last.pt")["train_state"]["world_size"] == 2
+
+
+def test_run_processes_matches_torchrun(store, tmp_path, caplog):
+    """run.processes: 2 spawns two gloo ranks itself: the same steps and the same weights as
+    the same recipe launched by torchrun with 2 processes (test above)."""
+    import yaml
+
+    raw = {"model": {"name": "espnet_c"}, "classes": CLASSES,
+           "data": {"store": str(store), "val_slides": ["s2"], "crop": 64, "batch_size": 2, "workers": 0},
+           "stages": [{"epochs": 2}], "augment": {"enabled": False},
+           "run": {"seed": 0, "device": "cpu", "threads": 1}, "output": {"tensorboard": False}}
+    spawned = parse_train_config({**raw, "run": {**raw["run"], "processes": 2},
+                                  "output": {**raw["output"], "dir": str(tmp_path / "spawned")}})
+    with caplog.at_level(logging.INFO, logger="wsi_seg"):
+        result = train(spawned, progress=False)
+    assert [s.epochs for s in result.stages] == [2]
+    assert "(2 process(es))" in caplog.text  # rank 0's log lines reach this process
+
+    config = tmp_path / "ddp.yaml"
+    config.write_text(yaml.safe_dump({**raw, "output": {**raw["output"], "dir": str(tmp_path / "torchrun")}}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(_free_port()), "-m", "wsi_seg", "train", "--config", str(config), "--quiet"],
+        capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    a, b = _rows(tmp_path / "spawned"), _rows(tmp_path / "torchrun")
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    assert [float(r["train_loss"]) for r in a] == pytest.approx([float(r["train_loss"]) for r in b], rel=1e-5)
+    first = read_checkpoint(tmp_path / "spawned" / "last.pt")
+    second = read_checkpoint(tmp_path / "torchrun" / "last.pt")
+    assert first["train_state"]["world_size"] == 2
+    for key, value in first["state_dict"].items():
+        torch.testing.assert_close(value, second["state_dict"][key], rtol=1e-5, atol=1e-6)
+
+
+def test_run_processes_reports_a_bad_store_in_one_line(tmp_path):
+    config = _config(tmp_path / "missing.zarr", tmp_path / "run", run={"processes": 2})
+    with pytest.raises(WsiSegError, match="missing.zarr"):
+        train(config, progress=False)
