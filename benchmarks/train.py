@@ -1,13 +1,13 @@
 """Training quality in a time budget, and the cost of the data pipeline.
 
     python benchmarks/train.py [--minutes 10] [--size 6144x4608] [--mpp 2.0] [--patch 128]
-                               [--batch 8] [--threads 1] [--lr LR] [--epochs N1,N2] [--lr-step N]
-                               [--oversample T] [--enet-c C]
+                               [--batch N] [--processes N] [--threads 1] [--lr LR] [--epochs N1,N2] [--lr-step N]
+                               [--oversample T] [--enet-c C] [--scale LO,HI] [--seed N]
                                [--work DIR]
 
 1. Writes 3 synthetic biopsies (``--size`` at mpp 0.5, seeds 100-102) and tiles them
    at ``--mpp`` into ``--patch`` px patches with labels (min tissue 0.2).
-2. Data-pipeline ratio: the same training steps (ESPNet, batch ``--batch``) fed
+2. Data-pipeline ratio: the same training steps (ESPNet, batch ``--batch``, one process) fed
    (a) by the training DataLoader (zarr reads + augmentation) with no worker process
    (reads in the training loop), (a') with one loader process (reads overlap the
    steps, what ``data.workers`` >= 1 gives) and (b) from batches already in memory;
@@ -98,7 +98,7 @@ def pipeline_ratio(store: Path, batch: int, steps: int) -> None:
     for source in feeds.values():  # start the worker process outside the timing
         next(source)
     results: dict[str, list[float]] = {}
-    for _ in range(2):  # alternate the feeds to share the machine's load fairly
+    for _ in range(3):  # alternate the feeds to share the machine's load fairly
         for name in (*feeds, "in memory"):
             started = time.perf_counter()
             for i in range(steps):
@@ -106,7 +106,7 @@ def pipeline_ratio(store: Path, batch: int, steps: int) -> None:
                 step(images, labels)
             results.setdefault(name, []).append(steps * batch / (time.perf_counter() - started))
     mem = np.mean(results["in memory"])
-    print(f"data pipeline ({steps} steps x 2 rounds, batch {batch}, ESPNet, threads {torch.get_num_threads()}):")
+    print(f"data pipeline ({steps} steps x 3 rounds, batch {batch}, ESPNet, threads {torch.get_num_threads()}):")
     print(f"  batches already in memory:                  {mem:6.1f} patches/s")
     for name in feeds:
         real = np.mean(results[name])
@@ -143,8 +143,10 @@ def main() -> None:
     parser.add_argument("--mpp", type=float, default=2.0)
     parser.add_argument("--patch", type=int, default=128)
     parser.add_argument("--stride", type=int, default=None, help="tiling stride in px (default: the patch size)")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=None, help="patches per batch and process (default: the recipe's)")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="data-parallel training processes, run.processes (default: the recipe's)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the recipe's)")
     parser.add_argument("--epochs", default=None,
                         help="epochs of stage 1 and 2, e.g. 6,30 (default: the recipe's; the time budget "
@@ -155,9 +157,11 @@ def main() -> None:
                         help="data.oversample, the repeat-factor threshold (default: the recipe's)")
     parser.add_argument("--enet-c", type=float, default=None, help="optim.enet_c (default: the recipe's)")
     parser.add_argument("--weight-decay", type=float, default=None, help="optim.weight_decay (default: the recipe's)")
+    parser.add_argument("--scale", default=None, help="augment.scale as LO,HI (default: the recipe's)")
+    parser.add_argument("--seed", type=int, default=None, help="run.seed, the training seed (default: the recipe's)")
     parser.add_argument("--val-curve", action="store_true",
                         help="validate on the held-out slide every epoch (prints its mIoU curve)")
-    parser.add_argument("--ratio-steps", type=int, default=10)
+    parser.add_argument("--ratio-steps", type=int, default=30)
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()
@@ -170,12 +174,16 @@ def main() -> None:
               for g in ("synth_000", "synth_001", "synth_002")}
     print(f"store: 3 slides {args.size} px at mpp 0.5, tiled at mpp {args.mpp} into {args.patch} px patches "
           f"(min tissue 0.2): {counts} patches ({time.perf_counter() - started:.0f} s)")
-    pipeline_ratio(store, args.batch, args.ratio_steps)
+    recipe = load_train_config(REPO / "configs" / "biopsy.yaml", store=store)
+    batch = args.batch or recipe.data.batch_size
+    pipeline_ratio(store, batch, args.ratio_steps)
     if args.skip_training:
         return
 
     config = load_train_config(REPO / "configs" / "biopsy.yaml", store=store, out=work / "run", workers=0,
-                               batch_size=args.batch, max_minutes=args.minutes, threads=args.threads)
+                               batch_size=batch, max_minutes=args.minutes, threads=args.threads)
+    if args.processes:
+        config.run.processes = args.processes
     config.data.val_slides = ["synth_002"] if args.val_curve else []
     config.data.train_slides = ["synth_000", "synth_001"]
     if args.lr:
@@ -188,14 +196,18 @@ def main() -> None:
         config.optim.enet_c = args.enet_c
     if args.weight_decay is not None:
         config.optim.weight_decay = args.weight_decay
+    if args.seed is not None:
+        config.run.seed = args.seed
+    if args.scale:
+        config.augment.scale = tuple(float(v) for v in args.scale.split(","))
     if args.epochs:
         for stage, epochs in zip(config.stages, args.epochs.split(",")):
             stage.epochs = int(epochs)
     config.output.tensorboard = False
     print(f"training: {config.stage_model(0)} {config.stages[0].epochs} epochs then {config.stage_model(1)} "
           f"{config.stages[1].epochs} epochs, lr {config.optim.lr} halved every {config.optim.lr_step_epochs} epochs, "
-          f"class weights {config.optim.class_weights} (c {config.optim.enet_c}), weight decay {config.optim.weight_decay}, oversample {config.data.oversample}, alpha3 {config.model.hparams.get('alpha3')}, batch {args.batch}, "
-          f"budget {args.minutes} min, threads {args.threads}")
+          f"class weights {config.optim.class_weights} (c {config.optim.enet_c}), weight decay {config.optim.weight_decay}, scale {tuple(config.augment.scale)}, oversample {config.data.oversample}, alpha3 {config.model.hparams.get('alpha3')}, batch {batch} x "
+          f"{config.run.processes} process(es), budget {args.minutes} min, threads {args.threads}")
     started = time.perf_counter()
     result = train(config, progress=False, overwrite=True)
     print(f"trained {time.perf_counter() - started:.0f} s; stages: "

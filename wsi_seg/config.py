@@ -325,7 +325,8 @@ def read_class_list(path: str | Path) -> tuple[str, ...]:
 def load_train_config(path: str | Path, *, store: str | Path | None = None, out: str | Path | None = None,
                       epochs: int | None = None, seed: int | None = None, device: str | None = None,
                       workers: int | None = None, batch_size: int | None = None,
-                      max_minutes: float | None = None, threads: int | None = None) -> TrainConfig:
+                      max_minutes: float | None = None, threads: int | None = None,
+                      processes: int | None = None) -> TrainConfig:
     """Read a YAML recipe and apply command-line overrides; ``epochs`` sets every stage's epochs."""
     path = Path(path)
     raw = _read_yaml(path)
@@ -356,6 +357,8 @@ def load_train_config(path: str | Path, *, store: str | Path | None = None, out:
         section("run")["max_minutes"] = max_minutes
     if threads is not None:
         section("run")["threads"] = threads
+    if processes is not None:
+        section("run")["processes"] = processes
     if epochs is not None:
         stages = raw.get("stages") or [{}]
         if not isinstance(stages, list):

@@ -273,3 +273,39 @@ def test_run_processes_reports_a_bad_store_in_one_line(tmp_path):
     config = _config(tmp_path / "missing.zarr", tmp_path / "run", run={"processes": 2})
     with pytest.raises(WsiSegError, match="missing.zarr"):
         train(config, progress=False)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal and /proc are Linux's")
+def test_run_processes_ranks_die_with_a_killed_parent(store, tmp_path):
+    import signal
+    import time
+
+    import yaml
+
+    config = tmp_path / "long.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": {"name": "espnet_c"}, "classes": CLASSES,
+        "data": {"store": str(store), "train_slides": ["s0", "s1"], "val_slides": [], "crop": 64, "batch_size": 2},
+        "stages": [{"epochs": 500}], "augment": {"enabled": False},
+        "run": {"seed": 0, "device": "cpu", "threads": 1, "processes": 2},
+        "output": {"dir": str(tmp_path / "run"), "tensorboard": False}}))
+    parent = subprocess.Popen([sys.executable, "-m", "wsi_seg", "train", "--config", str(config), "--quiet"])
+    try:
+        deadline = time.monotonic() + 120
+        ranks: list[int] = []
+        while time.monotonic() < deadline and not (tmp_path / "run" / "metrics.csv").exists():
+            time.sleep(0.5)
+        children = Path(f"/proc/{parent.pid}/task/{parent.pid}/children")
+        ranks = [int(p) for p in children.read_text().split()]
+        assert len(ranks) >= 2, "the two ranks should be running"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in ranks):
+            time.sleep(0.2)
+        alive = [pid for pid in ranks if Path(f"/proc/{pid}").exists()
+                 and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]]
+        assert not alive, f"ranks {alive} outlived the killed training command"
+    finally:
+        if parent.poll() is None:
+            parent.kill()

@@ -39,13 +39,17 @@ class _EchoHandler(logging.Handler):
 @click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True),
               help="Time budget: stop before an epoch that would overrun it (overrides run.max_minutes).")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads per process (overrides run.threads).")
+@click.option("--processes", type=click.IntRange(min=1),
+              help="Data-parallel training processes started on this machine (overrides run.processes; "
+                   "ignored under torchrun).")
 @click.option("--quiet", is_flag=True, help="No progress bar and no log lines.")
 def train(config_path, store, out, epochs, resume, init, overwrite, seed, device, workers, batch_size,
-          max_minutes, threads, quiet):
+          max_minutes, threads, processes, quiet):
     """Train the model a recipe describes on a patch store.
 
     Writes RUN_DIR/last.pt, best.pt (by validation mIoU), metrics.csv and config.yaml.
-    Runs under torchrun for data-parallel training.
+    Runs under torchrun for data-parallel training, or starts run.processes
+    (--processes) data-parallel processes itself.
     """
     from wsi_seg.config import load_train_config
     from wsi_seg.engine.train import train as run_training
@@ -56,7 +60,8 @@ def train(config_path, store, out, epochs, resume, init, overwrite, seed, device
         else:
             raise ConfigError("--config: required (or --resume with --out RUN_DIR to reuse RUN_DIR/config.yaml)")
     config = load_train_config(config_path, store=store, out=out, epochs=epochs, seed=seed, device=device,
-                               workers=workers, batch_size=batch_size, max_minutes=max_minutes, threads=threads)
+                               workers=workers, batch_size=batch_size, max_minutes=max_minutes, threads=threads,
+                               processes=processes)
     logger = logging.getLogger("wsi_seg.train")
     handler = None
     if not quiet and int(os.environ.get("RANK", "0")) == 0:  # one log stream under torchrun

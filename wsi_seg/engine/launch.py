@@ -18,16 +18,21 @@ go to the handlers of the ``wsi_seg.train`` logger in this process.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
+import signal
 import socket
+import sys
 import time
 import traceback
 
 from wsi_seg.errors import WsiSegError
 
 log = logging.getLogger("wsi_seg.train")
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 #: Seconds the other ranks get to finish after one rank failed, before they are killed.
 GRACE_SECONDS = 10.0
@@ -50,7 +55,18 @@ class _QueueHandler(logging.Handler):
         self.queue.put(("log", record.levelno, record.getMessage()))
 
 
+def _die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when the process that started it dies (a killed
+    ``wsi-seg train`` must not leave ranks training on)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+
+
 def _rank_main(rank: int, world: int, port: int, threads: int, config, kwargs: dict, queue) -> None:
+    _die_with_parent()
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
                        "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                        "OMP_NUM_THREADS": str(threads)})
