@@ -527,13 +527,16 @@ class _Renderer:
         px = np.floor(x_px).astype(np.float32)
         gy = (py / self.cell_px - 0.5) + self._smooth_at_points(self.disp_y, py, px)
         gx = (px / self.cell_px - 0.5) + self._smooth_at_points(self.disp_x, py, px)
+        return self._vote(self.label_grid, self._cells(gy, gx))
+
+    def _cells(self, gy: np.ndarray, gx: np.ndarray):
+        """Neighbour layout cells and bilinear weights of displaced layout coordinates."""
         gh, gw = self.label_grid.shape
         iy, ix = np.floor(gy), np.floor(gx)
         wy, wx = (gy - iy).astype(np.float32), (gx - ix).astype(np.float32)
         iy0 = np.clip(iy, 0, gh - 1).astype(np.int32)
         ix0 = np.clip(ix, 0, gw - 1).astype(np.int32)
-        return self._vote(self.label_grid, (iy0, np.minimum(iy0 + 1, gh - 1), ix0, np.minimum(ix0 + 1, gw - 1),
-                                            wy, wx))
+        return iy0, np.minimum(iy0 + 1, gh - 1), ix0, np.minimum(ix0 + 1, gw - 1), wy, wx
 
     def _grid_index(self, y0: int, y1: int):
         """Displaced layout coordinates of band pixels: neighbour cells and weights."""
@@ -541,14 +544,7 @@ class _Renderer:
         xs = np.arange(self.width, dtype=np.float32)
         gy = (ys[:, None] / self.cell_px - 0.5) + self._smooth_at(self.disp_y, ys, xs)
         gx = (xs[None, :] / self.cell_px - 0.5) + self._smooth_at(self.disp_x, ys, xs)
-        gh, gw = self.label_grid.shape
-        iy, ix = np.floor(gy), np.floor(gx)
-        wy, wx = (gy - iy).astype(np.float32), (gx - ix).astype(np.float32)
-        iy0 = np.clip(iy, 0, gh - 1).astype(np.int32)
-        ix0 = np.clip(ix, 0, gw - 1).astype(np.int32)
-        iy1 = np.minimum(iy0 + 1, gh - 1)
-        ix1 = np.minimum(ix0 + 1, gw - 1)
-        return (iy0, iy1, ix0, ix1, wy, wx), ys, xs
+        return self._cells(gy, gx), ys, xs
 
     @staticmethod
     def _vote(grid: np.ndarray, where) -> np.ndarray:
