@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -15,9 +16,9 @@ from wsi_seg.models.checkpoint import make_checkpoint, save_checkpoint
 from wsi_seg.synth import BIOPSY_CLASSES, synthesize_slide
 
 
-def wsi_seg(*args):
+def wsi_seg(*args, umask=None):
     return subprocess.run([sys.executable, "-m", "wsi_seg", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, preexec_fn=None if umask is None else (lambda: os.umask(umask)))
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,22 @@ def test_predict_and_evaluate(setup, tmp_path):
     assert "mIoU" in result.stdout and "desmoplastic stroma" in result.stdout
     data = json.loads(report.read_text())
     assert 0 <= data["miou"] <= 1 and len(data["iou"]) == 8 and data["pixels"] == 768 * 1024
+
+
+def test_outputs_are_readable_by_whom_the_umask_allows(setup, tmp_path):
+    """A mask, its probabilities and a review folder written on a shared server get the
+    modes of a plain open()/mkdir under the user's umask, not temporary files' owner-only ones."""
+    root, svs, truth, ckpt = setup
+    out, probs, review = tmp_path / "mask.tif", tmp_path / "probs.zarr", tmp_path / "review"
+    result = wsi_seg("predict", svs, "-o", out, "--model", ckpt, "--tile", "128", "--overlap", "32",
+                     "--probabilities", probs, "--no-progress", umask=0o022)
+    assert result.returncode == 0, result.stderr
+    result = wsi_seg("export", svs, out, "-o", review, umask=0o022)
+    assert result.returncode == 0, result.stderr
+    assert oct(out.stat().st_mode & 0o777) == oct(0o644)
+    assert oct(probs.stat().st_mode & 0o777) == oct(0o755)
+    assert oct(review.stat().st_mode & 0o777) == oct(0o755)
+    assert {oct(p.stat().st_mode & 0o777) for p in review.iterdir() if p.is_file()} == {oct(0o644)}
 
 
 def test_predict_folder_with_a_bad_slide(setup, tmp_path):

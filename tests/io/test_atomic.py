@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from wsi_seg.errors import OutputError
-from wsi_seg.io.atomic import owner, remove_stale, temp_dir, temp_file, write_text
+from wsi_seg.io.atomic import owner, remove_stale, replacing, temp_dir, temp_file, write_text
 
 
 def _dead_pid() -> int:
@@ -63,3 +63,18 @@ def test_write_text_is_atomic_and_reports_unwritable_folders(tmp_path):
     blocker.write_text("x")
     with pytest.raises(OutputError, match=r"r.json: cannot write"):
         write_text(blocker / "r.json", "{}")
+
+
+@pytest.mark.parametrize("mask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)])
+def test_outputs_get_the_umask_permissions_of_a_plain_open(tmp_path, mask, file_mode, dir_mode):
+    previous = os.umask(mask)
+    try:
+        text = write_text(tmp_path / "r.json", "{}")
+        with replacing(tmp_path / "m.tif") as tmp:
+            tmp.write_bytes(b"x")
+        folder = temp_dir(tmp_path / "review")
+    finally:
+        os.umask(previous)
+    assert oct(text.stat().st_mode & 0o777) == oct(file_mode)
+    assert oct((tmp_path / "m.tif").stat().st_mode & 0o777) == oct(file_mode)
+    assert oct(folder.stat().st_mode & 0o777) == oct(dir_mode)

@@ -12,6 +12,11 @@ where ``owner`` identifies the machine and PID namespace. Before writing a path,
 :func:`remove_stale` deletes that path's temporary siblings whose owner is this
 machine and whose process has ended; files of writers still running, or running on
 another machine of a cluster sharing the folder, are left alone.
+
+Temporary files and folders are made with the permissions the process's umask gives a
+plain ``open()`` or ``mkdir`` (usually ``rw-r--r--`` and ``rwxr-xr-x``), not the
+owner-only ones of :mod:`tempfile`, so a mask written on a shared server is readable by
+the colleagues the umask lets read it.
 """
 
 from __future__ import annotations
@@ -43,6 +48,20 @@ def owner() -> str:
     except OSError:
         namespace = 0
     return f"{host}-{namespace}"
+
+
+def umask() -> int:
+    """The process's file-creation mask, read without changing it where Linux says it."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (not atomic with other threads)
+    os.umask(mask)
+    return mask
 
 
 def _prefix(path: Path) -> str:
@@ -111,7 +130,10 @@ def temp_file(path: str | os.PathLike, suffix: str = ".tmp") -> Path:
         fd, name = tempfile.mkstemp(prefix=_prefix(path), suffix=suffix, dir=folder)
     except OSError as exc:
         raise output_error(path, exc) from None
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~umask())
+    finally:
+        os.close(fd)
     return Path(name)
 
 
@@ -121,9 +143,11 @@ def temp_dir(path: str | os.PathLike, suffix: str = ".tmp") -> Path:
     folder = path.parent if str(path.parent) else Path(".")
     remove_stale(path)
     try:
-        return Path(tempfile.mkdtemp(prefix=_prefix(path), suffix=suffix, dir=folder))
+        name = tempfile.mkdtemp(prefix=_prefix(path), suffix=suffix, dir=folder)
     except OSError as exc:
         raise output_error(path, exc) from None
+    os.chmod(name, 0o777 & ~umask())
+    return Path(name)
 
 
 @contextmanager
