@@ -39,10 +39,11 @@ def test_tile_writes_a_store_and_resumes(slide_dir, tmp_path):
     classes = tmp_path / "classes.yaml"
     classes.write_text("classes:\n  - {name: background, color: [255, 255, 255]}\n  - {name: a}\n  - {name: b}\n")
     args = ["tile", slide_dir, "-o", store, "--masks", slide_dir, "--classes", classes, "--patch", "128",
-            "--quiet", "--workers", "2"]
+            "--no-progress", "--workers", "2"]
     result = _run(*args)
     assert result.exit_code == 0, result.output
     assert "2 slide(s) tiled, 0 skipped (complete), 0 failed" in result.output
+    assert "task/s" not in result.output  # no bars
     slides = open_patch_store(store)
     assert [s.name for s in slides] == ["one", "two"]
     assert slides[0].attrs["class_names"] == ["background", "a", "b"] and slides[0].label is not None

@@ -67,8 +67,10 @@ def test_train_writes_the_run_folder_and_refuses_to_overwrite(stores, tmp_path):
     assert "already holds a training run" in _one_line_error(again)
     assert (run / "last.pt").read_bytes() == before
 
-    resumed = _run("train", "--resume", "--out", run, "--epochs", 2, "--quiet")  # config from the run folder
+    resumed = _run("train", "--resume", "--out", run, "--epochs", 2, "--no-progress")  # config from the run folder
     assert resumed.exit_code == 0, resumed.output
+    assert "stage1 epoch 2/2" in resumed.output  # --no-progress keeps the log lines
+    assert "batch/s" not in resumed.output  # and hides the bars
     assert read_checkpoint(run / "last.pt")["train_state"]["epoch"] == 2
 
 

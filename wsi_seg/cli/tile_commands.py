@@ -46,9 +46,9 @@ def _class_names(value: str | None) -> tuple[str, ...] | None:
 @click.option("--workers", type=int, default=None, help="Local worker threads [default: one per core].")
 @click.option("--overwrite", is_flag=True, help="Rebuild groups that are already complete.")
 @click.option("--codec", default=None, help="Image codec: zstd[:LEVEL], blosc-lz4, none, jpeg[:Q], webp[:Q], jpegxl[:Q].")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--no-progress", "--quiet", "no_progress", is_flag=True, help="Hide the progress bar.")
 def tile(slides, store, masks_dir, classes, mpp, patch, stride, min_tissue, slide_mpp, scheduler, cluster, workers,
-         overwrite, codec, quiet):
+         overwrite, codec, no_progress):
     """Write the tissue patches of SLIDES (files or folders) into a zarr patch store.
 
     A rerun skips finished slides and rebuilds interrupted ones.
@@ -59,7 +59,7 @@ def tile(slides, store, masks_dir, classes, mpp, patch, stride, min_tissue, slid
     summary = tile_slides(
         slides, store, masks_dir=masks_dir, class_names=_class_names(classes), mpp=mpp, patch=patch,
         stride=stride, min_tissue=min_tissue, slide_mpp=slide_mpp, scheduler=scheduler, cluster=cluster,
-        workers=workers, overwrite=overwrite, codec=codec or DEFAULT_CODEC, progress=not quiet,
+        workers=workers, overwrite=overwrite, codec=codec or DEFAULT_CODEC, progress=not no_progress,
     )
     click.echo(
         f"{store}: {len(summary.done)} slide(s) tiled, {len(summary.skipped)} skipped (complete), "

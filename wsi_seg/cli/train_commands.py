@@ -42,9 +42,10 @@ class _EchoHandler(logging.Handler):
 @click.option("--processes", type=click.IntRange(min=1),
               help="Data-parallel training processes started on this machine (overrides run.processes; "
                    "ignored under torchrun).")
-@click.option("--quiet", is_flag=True, help="No progress bar and no log lines.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bars (log lines stay).")
+@click.option("--quiet", is_flag=True, help="No progress bars and no log lines.")
 def train(config_path, store, out, epochs, resume, init, overwrite, seed, device, workers, batch_size,
-          max_minutes, threads, processes, quiet):
+          max_minutes, threads, processes, no_progress, quiet):
     """Train the model a recipe describes on a patch store.
 
     Writes RUN_DIR/last.pt, best.pt (by validation mIoU), metrics.csv and config.yaml.
@@ -70,7 +71,7 @@ def train(config_path, store, out, epochs, resume, init, overwrite, seed, device
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        result = run_training(config, resume=resume, init=init, overwrite=overwrite, progress=not quiet)
+        result = run_training(config, resume=resume, init=init, overwrite=overwrite, progress=not (quiet or no_progress))
     finally:
         if handler is not None:
             logger.removeHandler(handler)
