@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,3 +34,28 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path):
     assert "holds a finished run" in again.stdout
     assert "== predict" not in again.stdout and "== export" not in again.stdout
     assert json.loads((work / "metrics.json").read_text())["miou"] == metrics["miou"]
+    assert "kept 3 slide(s)" in again.stdout and "2 slide(s) already complete" in again.stdout
+    assert "is up to date with" in again.stdout
+
+    # other prediction settings predict again (and export again), without training again
+    other = subprocess.run([*cmd[:-5], "--tile", "256", "--overlap", "32", "--no-progress"],
+                           capture_output=True, text=True, timeout=600)
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert "== predict" in other.stdout and "== export" in other.stdout and "== train" not in other.stdout
+    assert json.loads((work / "demo.json").read_text())["prediction"]["overlap"] == 32
+
+    # a checkpoint newer than the mask (a new training run) predicts again, like make
+    later = (work / "synth_002.mask.tif").stat().st_mtime + 5
+    os.utime(work / "run" / "last.pt", (later, later))
+    retrained = subprocess.run([*cmd[:-5], "--tile", "256", "--overlap", "32", "--no-progress"],
+                               capture_output=True, text=True, timeout=600)
+    assert retrained.returncode == 0, retrained.stderr[-2000:]
+    assert "== predict" in retrained.stdout and "== export" in retrained.stdout
+
+    # other slide settings are refused in one line, and nothing is touched
+    before = (work / "synth_002.mask.tif").stat().st_mtime
+    refused = subprocess.run([*cmd, "--seed", "3"], capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        f"wsi-seg: error: {work}: holds a demo made with --size 1536x1024 --seed 0; delete it or choose another --workdir"]
+    assert (work / "synth_002.mask.tif").stat().st_mtime == before

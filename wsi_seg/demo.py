@@ -4,7 +4,11 @@ synthesise 3 slides (2 for training, 1 held out) -> tile them with Dask -> train
 the two-stage ESPNet recipe for a bounded time -> predict the held-out slide ->
 evaluate it against its ground truth -> export the review folder.
 
-Every step skips work that is already done, so rerunning the demo resumes it.
+Every step skips work that is already done, so rerunning the demo resumes it: like
+make, an output is redone when it is older than what it is made from (a mask older
+than the checkpoint, a review folder older than the mask), and ``demo.json`` records
+the settings the slides and the mask were made with, so a rerun with other slide
+settings is refused and one with other prediction settings predicts again.
 The library functions are the ones the CLI commands call; nothing here is
 specific to the demo except the choice of sizes and paths.
 """
@@ -19,6 +23,7 @@ from typing import Callable
 
 from wsi_seg.config import load_train_config
 from wsi_seg.errors import InputError
+from wsi_seg.io.atomic import write_text
 
 TRAIN_SLIDES = ("synth_000", "synth_001")
 HELD_OUT = "synth_002"
@@ -51,6 +56,35 @@ class DemoResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def up_to_date(output: Path, *inputs: Path) -> bool:
+    """Whether ``output`` exists and is no older than any of ``inputs``."""
+    if not output.exists():
+        return False
+    made = output.stat().st_mtime
+    return all(made >= source.stat().st_mtime for source in inputs)
+
+
+def _settings(options: DemoOptions) -> dict:
+    return {"slides": {"size": list(options.size), "seed": options.seed},
+            "prediction": {"tile": options.tile, "overlap": options.overlap, "tta": options.tta}}
+
+
+def _check_slide_settings(record: Path, wanted: dict) -> dict | None:
+    """The settings an earlier run of this workdir recorded; refuses other slide settings."""
+    if not record.is_file():
+        return None
+    try:
+        earlier = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return None
+    before = earlier.get("slides")
+    if before is not None and before != wanted["slides"]:
+        w, h = before.get("size", ("?", "?"))
+        raise InputError(f"{record.parent}: holds a demo made with --size {w}x{h} --seed {before.get('seed')}; "
+                         "delete it or choose another --workdir")
+    return earlier
+
+
 def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoResult:
     from wsi_seg.evaluation import evaluate_masks, format_table
     from wsi_seg.engine.train import train
@@ -67,6 +101,8 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoR
     work.mkdir(parents=True, exist_ok=True)
     slides_dir, store, run_dir = work / "slides", work / "patches.zarr", work / "run"
     mask, review, metrics = work / f"{HELD_OUT}.mask.tif", work / "review", work / "metrics.json"
+    record, settings = work / "demo.json", _settings(options)
+    earlier = _check_slide_settings(record, settings)
     seconds: dict[str, float] = {}
 
     def step(name: str, fn):
@@ -77,8 +113,12 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoR
         return out
 
     width, height = options.size
+    present = [name for name in (*TRAIN_SLIDES, HELD_OUT) if (slides_dir / f"{name}.svs").exists()]
     step("synthesise 3 slides", lambda: synthesize(slides_dir, n=3, width=width, height=height, mpp=0.5,
                                                    seed=options.seed, progress=options.progress))
+    if present:
+        echo(f"   kept {len(present)} slide(s) already in {slides_dir}")
+    write_text(record, json.dumps({**(earlier or {}), "slides": settings["slides"]}, indent=2))
     config = load_train_config(options.config, store=store, out=run_dir, epochs=options.epochs,
                                max_minutes=options.minutes)
     class_names = [c.name for c in config.classes]
@@ -95,7 +135,9 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoR
             raise InputError(f"{store}: tiling failed for {len(summary.failed)} slide(s)")
         return summary
 
-    step("tile with Dask", tile)
+    tiled = step("tile with Dask", tile)
+    if tiled.skipped:
+        echo(f"   {len(tiled.skipped)} slide(s) already complete in {store}")
 
     final = run_dir / "last.pt"
     if final.exists() and (run_dir / "best.pt").exists():
@@ -103,20 +145,24 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoR
     else:
         step("train (two stages)", lambda: train(config, resume=(run_dir / "last.pt").exists(), overwrite=True,
                                                  progress=options.progress))
-    predictor = make_predictor(final, tta=options.tta)
-    if not mask.exists():
+    predicted_with = (earlier or {}).get("prediction")
+    if up_to_date(mask, final) and predicted_with == settings["prediction"]:
+        echo(f"   {mask} is up to date with {final}")
+    else:
+        predictor = make_predictor(final, tta=options.tta)
         step("predict the held-out slide",
              lambda: predict_slide(slides_dir / f"{HELD_OUT}.svs", mask, predictor,
                                    PredictOptions(tile=options.tile, overlap=options.overlap,
                                                   progress=options.progress)))
+        write_text(record, json.dumps(settings, indent=2))
     evaluation = step("evaluate against the ground truth",
                       lambda: evaluate_masks(mask, slides_dir / f"{HELD_OUT}.mask.tif", class_names))
     echo(format_table(evaluation))
     summary = evaluation.as_dict()
-    tmp = metrics.with_name(f".{metrics.name}.tmp")
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(metrics)
-    if not (review / "index.html").exists():
+    write_text(metrics, json.dumps(summary, indent=2))
+    if up_to_date(review / "index.html", mask):
+        echo(f"   {review} is up to date with {mask}")
+    else:
         step("export the review folder",
              lambda: export_review(slides_dir / f"{HELD_OUT}.svs", mask, review,
                                    classes=classes_from_checkpoint(final), options=ExportOptions(overwrite=True)))

@@ -38,7 +38,12 @@ def _size(ctx, param, value: str) -> tuple[int, int]:
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def demo_command(workdir, config, size, minutes, epochs, tile, overlap, tta, seed, no_progress):
     """Synthesise 3 biopsies, tile 2 with Dask, train ESPNet, predict and evaluate
-    the held-out one, and export its review folder. Rerunning resumes."""
+    the held-out one, and export its review folder.
+
+    Rerunning resumes: finished steps are skipped and outputs older than their
+    inputs are redone; WORKDIR/demo.json records the settings, and a rerun with
+    another --size or --seed is refused.
+    """
     from wsi_seg.demo import DemoOptions, run_demo
 
     result = run_demo(DemoOptions(workdir=workdir, config=config, size=size, seed=seed, minutes=minutes, epochs=epochs,
