@@ -21,6 +21,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "held-out mIoU" in result.stdout
+    assert "stage1 2/2 epochs, stage2 2/2 epochs" in result.stdout and "budget" not in result.stdout
     mask = tifffile.imread(work / "synth_002.mask.tif")
     assert mask.shape == (1024, 1536) and mask.max() < 8 and len(np.unique(mask)) >= 2
     metrics = json.loads((work / "metrics.json").read_text())
@@ -59,3 +60,13 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path):
     assert refused.stderr.strip().splitlines() == [
         f"wsi-seg: error: {work}: holds a demo made with --size 1536x1024 --seed 0; delete it or choose another --workdir"]
     assert (work / "synth_002.mask.tif").stat().st_mtime == before
+
+
+def test_demo_says_when_the_time_budget_cut_training(tmp_path):
+    cmd = [sys.executable, "-m", "wsi_seg", "demo", "--workdir", str(tmp_path / "d"),
+           "--config", str(REPO / "configs/demo.yaml"), "--size", "1024x768", "--epochs", "3", "--minutes", "0.001",
+           "--tile", "256", "--overlap", "64", "--tta", "none", "--no-progress"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "stage1 1/3 epochs, stage2 1/3 epochs" in result.stdout
+    assert "note: the training budget (0.001 min, --minutes) ended training early" in result.stdout

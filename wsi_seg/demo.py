@@ -143,8 +143,14 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoR
     if final.exists() and (run_dir / "best.pt").exists():
         echo(f"   {run_dir} holds a finished run; delete it to train again")
     else:
-        step("train (two stages)", lambda: train(config, resume=(run_dir / "last.pt").exists(), overwrite=True,
-                                                 progress=options.progress))
+        trained = step("train (two stages)", lambda: train(config, resume=(run_dir / "last.pt").exists(),
+                                                           overwrite=True, progress=options.progress))
+        planned = {config.stage_name(i): stage.epochs for i, stage in enumerate(config.stages)}
+        echo("   " + ", ".join(f"{stage.name} {stage.epochs}/{planned.get(stage.name, '?')} epochs"
+                               for stage in trained.stages))
+        if trained.stopped_by_time:
+            echo(f"   note: the training budget ({config.run.max_minutes:g} min, --minutes) ended training early; "
+                 "the score is lower than a full run's")
     predicted_with = (earlier or {}).get("prediction")
     if up_to_date(mask, final) and predicted_with == settings["prediction"]:
         echo(f"   {mask} is up to date with {final}")
