@@ -92,7 +92,7 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoR
     from wsi_seg.inference.slide import PredictOptions, predict_slide
     from wsi_seg.review.classes import classes_from_checkpoint
     from wsi_seg.review.export import ExportOptions, export_review
-    from wsi_seg.synth import synthesize
+    from wsi_seg.synth import is_synthesized, synthesize
     from wsi_seg.tiling import tile_slides
 
     work = Path(options.workdir)
@@ -113,7 +113,7 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoR
         return out
 
     width, height = options.size
-    present = [name for name in (*TRAIN_SLIDES, HELD_OUT) if (slides_dir / f"{name}.svs").exists()]
+    present = [name for name in (*TRAIN_SLIDES, HELD_OUT) if is_synthesized(slides_dir, name)]
     step("synthesise 3 slides", lambda: synthesize(slides_dir, n=3, width=width, height=height, mpp=0.5,
                                                    seed=options.seed, progress=options.progress))
     if present:

@@ -479,22 +479,25 @@ class _Renderer:
 
     # -- geometry ----------------------------------------------------------------
 
+    def _disp_cells(self, px: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Displacement-grid cells (of ``size`` along this axis) holding level-0 pixel
+        coordinates, and the bilinear weight of the next cell."""
+        f = px / (self.cell_px * self.disp_step)
+        i = np.clip(np.floor(f).astype(int), 0, size - 2)
+        return i, (f - i).astype(np.float32)
+
     def _smooth_at(self, field: np.ndarray, ys_px: np.ndarray, xs_px: np.ndarray) -> np.ndarray:
         """Bilinear value of a displacement-grid field at band rows x columns."""
-        step = self.cell_px * self.disp_step
-        fy, fx = ys_px / step, xs_px / step
-        iy, ix = np.floor(fy).astype(int), np.floor(fx).astype(int)
-        wy, wx = (fy - iy).astype(np.float32)[:, None], (fx - ix).astype(np.float32)[None, :]
+        iy, wy = self._disp_cells(ys_px, field.shape[0])
+        ix, wx = self._disp_cells(xs_px, field.shape[1])
+        wy, wx = wy[:, None], wx[None, :]
         rows = field[iy] * (1 - wy) + field[iy + 1] * wy
         return rows[:, ix] * (1 - wx) + rows[:, ix + 1] * wx
 
     def _smooth_at_points(self, field: np.ndarray, y_px: np.ndarray, x_px: np.ndarray) -> np.ndarray:
         """Bilinear value of a displacement-grid field at single points (level-0 px)."""
-        step = self.cell_px * self.disp_step
-        fy, fx = y_px / step, x_px / step
-        iy = np.clip(np.floor(fy).astype(int), 0, field.shape[0] - 2)
-        ix = np.clip(np.floor(fx).astype(int), 0, field.shape[1] - 2)
-        wy, wx = (fy - iy).astype(np.float32), (fx - ix).astype(np.float32)
+        iy, wy = self._disp_cells(y_px, field.shape[0])
+        ix, wx = self._disp_cells(x_px, field.shape[1])
         return ((field[iy, ix] * (1 - wx) + field[iy, ix + 1] * wx) * (1 - wy)
                 + (field[iy + 1, ix] * (1 - wx) + field[iy + 1, ix + 1] * wx) * wy)
 
@@ -693,6 +696,17 @@ def _check_args(width: int, height: int, mpp: float) -> None:
         raise InputError(f"mpp {mpp!r}: must be a number between 0.05 and 20 microns per pixel")
 
 
+def slide_outputs(out_dir: str | Path, name: str) -> tuple[Path, Path]:
+    """The slide and mask paths :func:`synthesize_slide` writes for ``name``."""
+    out_dir = Path(out_dir)
+    return out_dir / f"{name}.svs", out_dir / f"{name}.mask.tif"
+
+
+def is_synthesized(out_dir: str | Path, name: str) -> bool:
+    """Whether ``name``'s slide and mask both exist, so :func:`synthesize_slide` keeps them."""
+    return all(path.exists() for path in slide_outputs(out_dir, name))
+
+
 def synthesize_slide(
     out_dir: str | Path,
     name: str,
@@ -720,8 +734,8 @@ def synthesize_slide(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{out_dir}: cannot create the folder ({exc.strerror})") from None
-    slide_path, mask_path = out_dir / f"{name}.svs", out_dir / f"{name}.mask.tif"
-    if slide_path.exists() and mask_path.exists() and not overwrite:
+    slide_path, mask_path = slide_outputs(out_dir, name)
+    if is_synthesized(out_dir, name) and not overwrite:
         return slide_path, mask_path
 
     renderer = _Renderer(int(width), int(height), float(mpp), int(seed), pen)
