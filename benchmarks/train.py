@@ -174,16 +174,14 @@ def main() -> None:
               for g in ("synth_000", "synth_001", "synth_002")}
     print(f"store: 3 slides {args.size} px at mpp 0.5, tiled at mpp {args.mpp} into {args.patch} px patches "
           f"(min tissue 0.2): {counts} patches ({time.perf_counter() - started:.0f} s)")
-    recipe = load_train_config(REPO / "configs" / "biopsy.yaml", store=store)
-    batch = args.batch or recipe.data.batch_size
+    config = load_train_config(REPO / "configs" / "biopsy.yaml", store=store, out=work / "run", workers=0,
+                               batch_size=args.batch, max_minutes=args.minutes, threads=args.threads,
+                               processes=args.processes)
+    batch = config.data.batch_size
     pipeline_ratio(store, batch, args.ratio_steps)
     if args.skip_training:
         return
 
-    config = load_train_config(REPO / "configs" / "biopsy.yaml", store=store, out=work / "run", workers=0,
-                               batch_size=batch, max_minutes=args.minutes, threads=args.threads)
-    if args.processes:
-        config.run.processes = args.processes
     config.data.val_slides = ["synth_002"] if args.val_curve else []
     config.data.train_slides = ["synth_000", "synth_001"]
     if args.lr:

@@ -292,7 +292,6 @@ def test_run_processes_ranks_die_with_a_killed_parent(store, tmp_path):
     parent = subprocess.Popen([sys.executable, "-m", "wsi_seg", "train", "--config", str(config), "--quiet"])
     try:
         deadline = time.monotonic() + 120
-        ranks: list[int] = []
         while time.monotonic() < deadline and not (tmp_path / "run" / "metrics.csv").exists():
             time.sleep(0.5)
         children = Path(f"/proc/{parent.pid}/task/{parent.pid}/children")
